@@ -1,0 +1,1 @@
+"""Exporters: deliver batches to backends, each behind the shared queue and retry helper."""

@@ -1,0 +1,1 @@
+"""Processors (and connectors): transform, filter and route batches between receivers and exporters."""

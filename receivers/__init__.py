@@ -1,0 +1,1 @@
+"""Receivers: take data in (OTLP gRPC and HTTP, ...) and push it into the pipelines."""
