@@ -122,6 +122,9 @@ class Factory:
     out_signals: frozenset[Signal] = frozenset()
     stability: str = "beta"
     description: str = ""
+    example: Mapping[str, Any] | None = None
+    """A minimal valid config for types whose default config is not valid (required keys); used by the
+    conformance test over the registry and by the docs."""
 
     def default_config(self) -> BaseModel:
         return self.config_model()

@@ -1,0 +1,50 @@
+"""Extension `file_storage`: a directory where components keep state on disk (persistent queues, tail
+sampling buffers, budget sums). Each component gets its own file via :meth:`FileStorage.path_for`."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from pydantic import Field
+
+from collector.component import CreateSettings, Factory, Kind
+from collector.config import Duration, StrictModel
+
+__all__ = ["FileStorageConfig", "FileStorage"]
+
+
+class FileStorageConfig(StrictModel):
+    directory: str = "./data/storage"
+    fsync: bool = False
+    create_directory: bool = True
+    timeout: Duration = 1.0
+    compaction_interval: Duration = Field(default=300.0)
+
+
+class FileStorage:
+    def __init__(self, settings: CreateSettings, config: FileStorageConfig) -> None:
+        self.id = str(settings.id)
+        self.config = config
+        self.directory = config.directory
+        self.fsync = config.fsync
+
+    def path_for(self, kind: str, component_id: str, name: str = "") -> str:
+        """A file path unique to one component (e.g. ``exporter_otlp_backend.sqlite``)."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{kind}_{component_id}" + (f"_{name}" if name else ""))
+        return os.path.join(self.directory, safe + ".sqlite")
+
+    async def start(self) -> None:
+        if self.config.create_directory:
+            os.makedirs(self.directory, exist_ok=True)
+        elif not os.path.isdir(self.directory):
+            raise RuntimeError(f"file_storage directory {self.directory} does not exist")
+
+    async def shutdown(self) -> None:
+        return None
+
+
+FACTORIES = [
+    Factory("file_storage", Kind.EXTENSION, FileStorageConfig, FileStorage, frozenset(),
+            description="a directory for persistent queues and component state"),
+]
