@@ -301,3 +301,32 @@ def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | No
 
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
     return read(span, resource_attributes).is_llm
+
+
+# --- content direction (added for exporters that show prompts and completions separately) ------------------
+_INPUT_EXACT = frozenset({
+    "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "gen_ai.content.prompt",
+    "gen_ai.tool.call.arguments", "gen_ai.tool.definitions", "input.value", "llm.prompts",
+    "llm.input_messages", "llm.tools", "llm.prompt_template.variables", "tool.parameters",
+    "traceloop.entity.input", "metadata.messages", "litellm.messages",
+})
+_OUTPUT_EXACT = frozenset({
+    "gen_ai.output.messages", "gen_ai.completion", "gen_ai.content.completion", "gen_ai.tool.call.result",
+    "output.value", "llm.output_messages", "traceloop.entity.output", "metadata.response", "litellm.response",
+})
+_INPUT_PREFIXES = ("gen_ai.prompt.", "llm.input_messages.", "llm.prompts.", "gen_ai.input.messages.", "llm.tools.")
+_OUTPUT_PREFIXES = ("gen_ai.completion.", "llm.output_messages.", "gen_ai.output.messages.")
+
+
+def content_direction(key: str) -> str | None:
+    """``"input"`` (prompt side), ``"output"`` (completion side) or None, for an attribute key of the
+    content conventions. Structural keys of indexed messages (``gen_ai.prompt.0.role``) have a direction too,
+    so that messages can be put back together; :func:`is_content_key` says which keys carry content."""
+    if key in _INPUT_EXACT or key.startswith(_INPUT_PREFIXES):
+        return "input"
+    if key in _OUTPUT_EXACT or key.startswith(_OUTPUT_PREFIXES):
+        return "output"
+    return None
+
+
+__all__ += ["content_direction"]
