@@ -429,5 +429,6 @@ FACTORIES = [
     Factory("langfuse", Kind.EXPORTER, LangfuseExporterConfig, LangfuseExporter,
             signals=frozenset({Signal.TRACES}),
             description="traces to Langfuse (LLM calls as generations) over OTLP/HTTP",
-            example={"public_key": "pk-lf-example", "secret_key": "sk-lf-example"}),
+            # a loopback host: a test that starts the example never reaches out to Langfuse
+            example={"public_key": "pk-lf-example", "secret_key": "sk-lf-example", "host": "http://127.0.0.1:9"}),
 ]

@@ -25,5 +25,7 @@ def _create(settings: CreateSettings, config: DatadogExporterConfig) -> Any:
 FACTORIES = [
     Factory("datadog", Kind.EXPORTER, DatadogExporterConfig, _create,
             description="LLM-ops logs and metrics, OTel logs and metrics to Datadog",
-            example={"api": {"key": "0123456789abcdef0123456789abcdef"}}),
+            # loopback endpoints: a test that starts the example never reaches out to Datadog
+            example={"api": {"key": "0123456789abcdef0123456789abcdef"},
+                     "logs": {"endpoint": "http://127.0.0.1:9"}, "metrics": {"endpoint": "http://127.0.0.1:9"}}),
 ]
