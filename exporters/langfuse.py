@@ -134,14 +134,32 @@ def _meta(value: Any) -> str:
     return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
-def _set(attrs: Any, key: str, value: Any) -> None:
-    for kv in attrs:
-        if kv.key == key:
+class _Attrs:
+    """Upserts into a span's attributes; adding a key it does not have yet costs no scan."""
+
+    __slots__ = ("attrs", "keys")
+
+    def __init__(self, attrs: Any) -> None:
+        self.attrs = attrs
+        self.keys = {kv.key for kv in attrs}
+
+    def set(self, key: str, value: Any) -> None:
+        if key in self.keys:
+            for kv in self.attrs:
+                if kv.key == key:
+                    python_to_anyvalue(value, kv.value)
+                    return
+        kv = self.attrs.add()
+        kv.key = key
+        if isinstance(value, str):
+            kv.value.string_value = value
+        else:
             python_to_anyvalue(value, kv.value)
-            return
-    kv = attrs.add()
-    kv.key = key
-    python_to_anyvalue(value, kv.value)
+        self.keys.add(key)
+
+
+def _set(attrs: Any, key: str, value: Any) -> None:
+    _Attrs(attrs).set(key, value)
 
 
 class _Mapper:
@@ -162,12 +180,13 @@ class _Mapper:
             events = [ev for ev in dst.events if not genai.is_content_event(ev.name)]
             del dst.events[:]
             dst.events.extend(events)
-        a = dst.attributes
+        a = _Attrs(dst.attributes)
+        put = a.set
         failed = src.status.code == 2 or call.outcome != "success"
         if call.is_llm:
-            _set(a, A.OBSERVATION_TYPE, "generation")
+            put(A.OBSERVATION_TYPE, "generation")
             if call.model:
-                _set(a, A.OBSERVATION_MODEL, call.model)
+                put(A.OBSERVATION_MODEL, call.model)
             usage: dict[str, int] = {}
             if call.input_tokens is not None:
                 usage["input"] = call.input_tokens
@@ -182,27 +201,27 @@ class _Mapper:
             if call.reasoning_tokens:
                 usage["output_reasoning"] = call.reasoning_tokens
             if usage:
-                _set(a, A.OBSERVATION_USAGE_DETAILS, json.dumps(usage))
+                put(A.OBSERVATION_USAGE_DETAILS, json.dumps(usage))
             if call.cost is not None:
-                _set(a, A.OBSERVATION_COST_DETAILS, json.dumps({"total": call.cost}))
+                put(A.OBSERVATION_COST_DETAILS, json.dumps({"total": call.cost}))
             if content:
                 inp = _gather(src.attributes, "input")
                 out = _gather(src.attributes, "output")
                 if inp is not None:
-                    _set(a, A.OBSERVATION_INPUT, _json(inp))
+                    put(A.OBSERVATION_INPUT, _json(inp))
                 if out is not None:
-                    _set(a, A.OBSERVATION_OUTPUT, _json(out))
+                    put(A.OBSERVATION_OUTPUT, _json(out))
         else:
-            _set(a, A.OBSERVATION_TYPE, "span")
+            put(A.OBSERVATION_TYPE, "span")
         if failed:
-            _set(a, A.OBSERVATION_LEVEL, "ERROR")
+            put(A.OBSERVATION_LEVEL, "ERROR")
             msg = src.status.message or call.error_type or (
                 f"HTTP {call.status_code}" if call.status_code else call.outcome)
-            _set(a, A.OBSERVATION_STATUS_MESSAGE, msg)
+            put(A.OBSERVATION_STATUS_MESSAGE, msg)
         if call.user:
-            _set(a, A.TRACE_USER_ID, call.user)
+            put(A.TRACE_USER_ID, call.user)
         if call.session:
-            _set(a, A.TRACE_SESSION_ID, call.session)
+            put(A.TRACE_SESSION_ID, call.session)
         tags = list(cfg.tags)
         if call.is_llm and call.provider:
             tags.append(f"provider:{call.provider}")
@@ -211,13 +230,13 @@ class _Mapper:
         if call.tenant:
             tags.append(f"tenant:{call.tenant}")
         if tags:
-            _set(a, A.TRACE_TAGS, tags)
+            put(A.TRACE_TAGS, tags)
         for name, value in (("tenant", call.tenant), ("feature", call.feature)):
             if value is not None:
-                _set(a, f"{A.OBSERVATION_METADATA}.{name}", _meta(value))
-                _set(a, f"{A.TRACE_METADATA}.{name}", _meta(value))
+                put(f"{A.OBSERVATION_METADATA}.{name}", _meta(value))
+                put(f"{A.TRACE_METADATA}.{name}", _meta(value))
         if not src.parent_span_id:
-            _set(a, A.TRACE_NAME, src.name)
+            put(A.TRACE_NAME, src.name)
 
     def resource(self, src: Any, dst: Any) -> None:
         dst.CopyFrom(src)
