@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.component import ComponentID, CreateSettings, Kind, registry  # noqa: E402
-from collector.pdata import Batch, Signal  # noqa: E402
-from tests.exporters import spans as S  # noqa: E402
-from tests.exporters.intake import DD_KEY, LF_PUBLIC, LF_SECRET, DatadogIntake, LangfuseIntake  # noqa: E402
+from collector.component import ComponentID, CreateSettings, Kind, registry
+from collector.pdata import Batch, Signal
+from tests.exporters import spans as S
+from tests.exporters.intake import DD_KEY, LF_PUBLIC, LF_SECRET, DatadogIntake, LangfuseIntake
 
 
 def make(kind: str, cfg: dict) -> object:

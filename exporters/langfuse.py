@@ -12,7 +12,6 @@ duplicating. Requests stay under ``max_request_size``; a 413 splits a request in
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import gzip
 import json
@@ -32,7 +31,7 @@ from collector.exporterhelper import BaseExporter, ExporterConfig
 from collector.pdata import Batch, Signal, anyvalue_to_python, python_to_anyvalue
 from collector.protocol_errors import from_http_status
 
-__all__ = ["LangfuseExporterConfig", "LangfuseExporter", "build_requests", "attribute_names"]
+__all__ = ["LangfuseExporter", "LangfuseExporterConfig", "attribute_names", "build_requests"]
 
 OTEL_PATH = "/api/public/otel/v1/traces"
 DEFAULT_HOST = "https://cloud.langfuse.com"
@@ -111,7 +110,7 @@ def _gather(attributes: Any, direction: str) -> Any:
         m = _INDEXED.match(kv.key)
         if m:
             field = m.group(3)
-            field = field[len("message."):] if field.startswith("message.") else field
+            field = field.removeprefix("message.")
             indexed.setdefault(m.group(1), {}).setdefault(int(m.group(2)), {})[field] = anyvalue_to_python(kv.value)
         else:
             whole[kv.key] = anyvalue_to_python(kv.value)
@@ -378,7 +377,7 @@ class LangfuseExporter(BaseExporter):
         if st is None or st[0] is not batch:
             try:
                 reqs = deque(build_requests(batch.request, self.config, self._names))
-            except Exception as e:  # noqa: BLE001 - bad data: retrying cannot help
+            except Exception as e:
                 raise PermanentError(f"cannot convert the batch for Langfuse: {e}") from e
             st = (batch, reqs)
             self._pending[key] = st

@@ -13,7 +13,7 @@ from collector.component import CreateSettings, Factory, Kind
 
 from .config import DatadogExporterConfig
 
-__all__ = ["DatadogExporterConfig", "FACTORIES"]
+__all__ = ["FACTORIES", "DatadogExporterConfig"]
 
 
 def _create(settings: CreateSettings, config: DatadogExporterConfig) -> Any:

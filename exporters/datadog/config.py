@@ -9,7 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from collector.config import Duration, StrictModel
 from collector.exporterhelper import ExporterConfig
 
-__all__ = ["SITES", "ApiConfig", "LogsConfig", "MetricsConfig", "DatadogExporterConfig"]
+__all__ = ["SITES", "ApiConfig", "DatadogExporterConfig", "LogsConfig", "MetricsConfig"]
 
 # The sites datadog-api-client knows (its server variable ``site``).
 SITES = (

@@ -17,14 +17,13 @@ from typing import Any
 from collector import genai
 from collector.component import CreateSettings
 from collector.errors import PermanentError, RetryableError
-from collector.pdata import Batch, Signal, iter_log_records, iter_spans
+from collector.exporterhelper import BaseExporter
+from collector.pdata import Batch, Signal, iter_log_records
 from collector.protocol_errors import from_http_status
 
 from .config import DatadogExporterConfig
-from .logs import LogSettings, chunk_entries, fit_entry, llm_tags, log_record_entry, span_entry
+from .logs import LogSettings, chunk_entries, fit_entry, llm_tags, log_record_entry, resource_tags, span_entry
 from .metrics import LLMAggregator, OtlpConverter, series_size
-
-from collector.exporterhelper import BaseExporter
 
 __all__ = ["DatadogExporter", "map_api_exception"]
 
@@ -60,7 +59,7 @@ def map_api_exception(e: Any) -> Exception:
 class _Req:
     """One request in the making: what kind, and its items (log entries or series)."""
 
-    __slots__ = ("kind", "items")
+    __slots__ = ("items", "kind")
 
     def __init__(self, kind: str, items: list[Any]) -> None:
         self.kind = kind
@@ -156,15 +155,15 @@ class DatadogExporter(BaseExporter):
             self._flush_stop.set()
             try:
                 await self._flush_task
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.log.exception("metrics flush loop failed")
             self._flush_task = None
             await self._flush_metrics(final=True)
         for c in self._clients:
             try:
                 await c.rest_client._client.__aexit__(None, None, None)
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            except Exception as e:  # noqa: BLE001 - best effort
+                self.log.debug("closing the Datadog client: %s", e)
         self._clients.clear()
 
     # -- conversion ----------------------------------------------------------------------------------------
@@ -174,13 +173,17 @@ class DatadogExporter(BaseExporter):
         s = self.log_settings
         if batch.signal is Signal.TRACES:
             sized = []
-            for rs, _ss, span in iter_spans(req):
-                call = genai.read(span, rs.resource.attributes)
-                if call.is_llm and self.aggregate:
-                    self.aggregator.add(call, llm_tags(call) + s.tags)
-                e = span_entry(span, rs.resource.attributes, call, s)
-                if e is not None:
-                    sized.append(fit_entry(e))
+            for rs in req.resource_spans:
+                res_attrs = rs.resource.attributes
+                res_tags = s.tags + resource_tags(res_attrs)
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        call = genai.read(span, res_attrs)
+                        if call.is_llm and self.aggregate:
+                            self.aggregator.add(call, llm_tags(call) + res_tags)
+                        e = span_entry(span, res_attrs, call, s)
+                        if e is not None:
+                            sized.append(fit_entry(e))
             reqs.extend(_Req("logs", c) for c in chunk_entries(sized))
         elif batch.signal is Signal.LOGS:
             sized = [fit_entry(log_record_entry(rec, rl.resource.attributes, s))
@@ -213,7 +216,7 @@ class DatadogExporter(BaseExporter):
         if st is None or st[0] is not batch:
             try:
                 reqs = self._convert(batch)
-            except Exception as e:  # noqa: BLE001 - bad data: retrying cannot help
+            except Exception as e:
                 raise PermanentError(f"cannot convert the batch for Datadog: {e}") from e
             st = (batch, reqs)
             self._pending[key] = st
@@ -310,11 +313,11 @@ class DatadogExporter(BaseExporter):
             try:
                 await asyncio.wait_for(self._flush_stop.wait(), timeout=interval)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             try:
                 await self._flush_metrics()
-            except Exception:  # noqa: BLE001 - the loop must survive
+            except Exception:
                 self.log.exception("unexpected error while flushing LLM metrics")
 
     async def _flush_metrics(self, final: bool = False) -> None:

@@ -19,8 +19,20 @@ from collector import genai
 from collector.pdata import anyvalue_to_python
 
 __all__ = [
-    "MAX_ENTRIES", "MAX_PAYLOAD", "MAX_ENTRY", "TRUNCATION_MARKER", "LogSettings", "dd_id", "llm_tags",
-    "span_entry", "log_record_entry", "entry_size", "fit_entry", "chunk_entries", "severity_status",
+    "MAX_ENTRIES",
+    "MAX_ENTRY",
+    "MAX_PAYLOAD",
+    "TRUNCATION_MARKER",
+    "LogSettings",
+    "chunk_entries",
+    "dd_id",
+    "entry_size",
+    "fit_entry",
+    "llm_tags",
+    "log_record_entry",
+    "resource_tags",
+    "severity_status",
+    "span_entry",
 ]
 
 MAX_ENTRIES = 1000
@@ -105,13 +117,15 @@ def _base(s: LogSettings, resource_attrs: Any, tags: Iterable[str]) -> dict[str,
     host = s.hostname or _resource_str(resource_attrs, "host.name")
     if host:
         e["hostname"] = host
-    all_tags = list(tags) + list(s.tags)
+    e["ddtags"] = ",".join([*tags, *s.tags, *resource_tags(resource_attrs)])
+    return e
+
+
+def resource_tags(resource_attrs: Any) -> tuple[str, ...]:
+    """Tags every log and LLM metric of a resource gets: ``env`` from ``deployment.environment(.name)``."""
     env = _resource_str(resource_attrs, "deployment.environment.name") or _resource_str(
         resource_attrs, "deployment.environment")
-    if env:
-        all_tags.append(_tag("env", env))
-    e["ddtags"] = ",".join(all_tags)
-    return e
+    return (_tag("env", env),) if env else ()
 
 
 def _ids(e: dict[str, Any], trace_id: bytes, span_id: bytes) -> None:

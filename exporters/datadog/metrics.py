@@ -17,7 +17,7 @@ from typing import Any
 from collector.genai import LLMCall
 from collector.pdata import anyvalue_to_python
 
-__all__ = ["COUNT", "GAUGE", "Window", "LLMAggregator", "OtlpConverter", "series_size"]
+__all__ = ["COUNT", "GAUGE", "LLMAggregator", "OtlpConverter", "Window", "series_size"]
 
 COUNT = 1  # MetricIntakeType.COUNT
 GAUGE = 3  # MetricIntakeType.GAUGE
@@ -39,7 +39,7 @@ class Window:
 
     def series(self, namespace: str) -> list[dict[str, Any]]:
         """Count series (v2 intake shape: metric, type, points, tags, interval)."""
-        interval = max(1, int(round(self.interval)))
+        interval = max(1, round(self.interval))
         out = []
         for tags, values in self.counts.items():
             for name in _COUNTERS:

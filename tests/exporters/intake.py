@@ -89,7 +89,7 @@ class _ThreadedServer:
         with self.lock:
             return [r for r in self.received if r.path == path and 200 <= r.status < 300]
 
-    def start(self) -> "_ThreadedServer":
+    def start(self) -> _ThreadedServer:
         def run() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
@@ -116,10 +116,10 @@ class _ThreadedServer:
             self._thread.join(10)
             self._thread = None
 
-    def __enter__(self) -> "_ThreadedServer":
+    def __enter__(self) -> _ThreadedServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

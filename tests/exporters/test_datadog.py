@@ -15,13 +15,12 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from collector.component import ComponentID, CreateSettings, Kind, registry
-from collector.errors import ConfigError, PermanentError
 from collector.config import validate
+from collector.errors import ConfigError, PermanentError
 from collector.pdata import Batch, Signal, set_attr
 from exporters.datadog.logs import TRUNCATION_MARKER
 from tests.exporters import spans as S
 from tests.exporters.intake import DD_KEY, DatadogIntake
-from tests.helpers import wait_for
 
 FAST_RETRY = {"initial_interval": "50ms", "max_interval": "200ms", "max_elapsed_time": "10s"}
 
@@ -152,6 +151,7 @@ async def test_batches_respect_entry_count_and_size_limits(intake: DatadogIntake
 
 async def test_llm_metrics_per_window(intake: DatadogIntake, exporter: Any) -> None:
     req = S.request(3, latency_ms=100.0, input_tokens=100, output_tokens=20, cost=0.5)
+    set_attr(req.resource_spans[0].resource.attributes, "deployment.environment.name", "prod")
     S.llm_span(req.resource_spans[0].scope_spans[0], b"\x02" * 16, latency_ms=300.0, input_tokens=7,
                output_tokens=3, cost=0.25, status_code=429, error="rate limited")
     await exporter.consume(traces(req))
@@ -166,6 +166,7 @@ async def test_llm_metrics_per_window(intake: DatadogIntake, exporter: Any) -> N
     assert total("cost") == pytest.approx(1.75)
     s = next(s for s in intake.series() if s["metric"] == "llm.requests")
     assert s["type"] == 1 and s["interval"] >= 1 and "model:gpt-4o" in s["tags"] and "env:test" in s["tags"]
+    assert "env:prod" in s["tags"] and all("env:prod" in e["ddtags"].split(",") for e in intake.logs())
     lat = sorted(v for d in intake.distributions() if d["metric"] == "llm.latency_ms"
                  for p in d["points"] for v in p[1])
     assert lat == pytest.approx([100.0, 100.0, 100.0, 300.0])
@@ -220,7 +221,8 @@ async def test_faults(intake: DatadogIntake, tmp_path: Path) -> None:
             n = len([r for r in intake.received if r.path == "/api/v2/logs"])
             intake.plan("/api/v2/logs", status, body={"errors": [text]})
             await exp.consume(traces(S.request(1)))
-            await until(lambda: dl.exists() and len(dl.read_text().splitlines()) == (1 if status == 400 else 2))
+            want = 1 if status == 400 else 2
+            await until(lambda w=want: dl.exists() and len(dl.read_text().splitlines()) == w)
             await asyncio.sleep(0.3)
             assert len([r for r in intake.received if r.path == "/api/v2/logs"]) == n + 1
         dead = [json.loads(x) for x in dl.read_text().splitlines()]

@@ -162,8 +162,8 @@ async def test_large_batches_split_under_the_limit() -> None:
         assert all(len(r.body) <= 256 * 1024 for r in intake.accepted(LangfuseIntake.PATH))
         ids = [sp.span_id for _rs, sp in intake.spans()]
         assert len(ids) == len(set(ids)) == 41  # split halves: every span once
-        cut = [attrs_to_dict(sp.attributes)[A.OBSERVATION_INPUT] for _rs, sp in intake.spans()
-               if sp.span_id == one_huge.resource_spans[0].scope_spans[0].spans[0].span_id][0]
+        cut = next(attrs_to_dict(sp.attributes)[A.OBSERVATION_INPUT] for _rs, sp in intake.spans()
+                   if sp.span_id == one_huge.resource_spans[0].scope_spans[0].spans[0].span_id)
         assert "truncated by llm-collector" in cut
         assert intake.problems == []
 
