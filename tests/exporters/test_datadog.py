@@ -343,3 +343,35 @@ def test_config_errors_name_the_path() -> None:
                  "exporters::datadog::logs::endpoint", "exporters::datadog::metrics::flush_interval",
                  "exporters::datadog::bogus: unknown key"):
         assert path in text
+
+
+def test_cumulative_to_delta_edge_cases() -> None:
+    from exporters.datadog.metrics import COUNT, GAUGE, OtlpConverter
+
+    conv = OtlpConverter(("env:test",))
+    before = conv.started_ns - 10**9
+
+    def req(start: int, t: int, value: int) -> Any:
+        r = ExportMetricsServiceRequest()
+        sm = r.resource_metrics.add().scope_metrics.add()
+        m = sm.metrics.add(name="c")
+        m.sum.is_monotonic = True
+        m.sum.aggregation_temporality = 2
+        m.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t, as_int=value)
+        s = sm.metrics.add(name="s")
+        dp = s.summary.data_points.add(start_time_unix_nano=start, time_unix_nano=t, count=value, sum=value * 2.0)
+        dp.quantile_values.add(quantile=0.99, value=7.0)
+        return r
+
+    t = conv.started_ns
+    assert [x for x in conv.convert(req(before, t + 1, 100)) if x["type"] == COUNT] == []  # baseline only
+    out = conv.convert(req(before, t + 2, 130))
+    assert [(x["metric"], x["points"][0]["value"]) for x in out if x["type"] == COUNT] == [
+        ("c", 30), ("s.count", 30), ("s.sum", 60.0)]
+    q = next(x for x in out if x["type"] == GAUGE)
+    assert q["metric"] == "s.quantile" and "quantile:0.99" in q["tags"] and "env:test" in q["tags"]
+    # the same point again (a client's retry): nothing counted twice
+    assert [x for x in conv.convert(req(before, t + 2, 130)) if x["type"] == COUNT] == []
+    # a reset (new start, lower value): the new value is the delta
+    out = conv.convert(req(t + 3, t + 4, 5))
+    assert [x["points"][0]["value"] for x in out if x["metric"] == "c"] == [5]
