@@ -89,6 +89,7 @@ class DatadogExporter(BaseExporter):
         self._dist_api: Any = None
         self._api_exception: type[BaseException] = Exception
         self.key_valid: bool | None = None
+        self._key_task: asyncio.Task[None] | None = None
 
     # -- connections ---------------------------------------------------------------------------------------
     def _client(self, endpoint: str | None) -> Any:
@@ -119,7 +120,11 @@ class DatadogExporter(BaseExporter):
         self._logs_api = LogsApi(logs_client)
         self._metrics_api = MetricsApi(metrics_client)
         self._dist_api = MetricsApiV1(metrics_client)
-        await self._validate_key(AuthenticationApi(metrics_client))
+        check = self._validate_key(AuthenticationApi(metrics_client))
+        if self.config.api.fail_on_invalid_key:
+            await check
+        else:  # do not hold up the start for the key check; its result shows in the status and the log
+            self._key_task = asyncio.create_task(check)
         if self.aggregate:
             self._flush_task = asyncio.create_task(self._flush_loop())
 
@@ -151,6 +156,9 @@ class DatadogExporter(BaseExporter):
             self.log.info("Datadog API key is valid (%s)", where)
 
     async def close(self) -> None:
+        if self._key_task is not None and not self._key_task.done():
+            self._key_task.cancel()
+            await asyncio.gather(self._key_task, return_exceptions=True)
         if self._flush_task is not None:
             self._flush_stop.set()
             try:

@@ -180,7 +180,8 @@ async def test_invalid_key(intake: DatadogIntake, caplog: pytest.LogCaptureFixtu
     intake.key = "another-key"
     exp = make(intake)
     with caplog.at_level(logging.ERROR):
-        await exp.start()
+        await exp.start()  # the check runs in the background: the start is not held up
+        await until(lambda: exp.key_valid is not None)
     assert exp.status_info()["status"] == "error" and exp.key_valid is False
     assert "Datadog API key is invalid" in caplog.text and DD_KEY not in caplog.text
     await exp.shutdown()
@@ -191,6 +192,7 @@ async def test_invalid_key(intake: DatadogIntake, caplog: pytest.LogCaptureFixtu
     intake.key = DD_KEY
     good = make(intake)
     await good.start()
+    await until(lambda: good.key_valid is not None)
     assert good.key_valid is True and good.status_info()["status"] == "active"
     await good.shutdown()
 
