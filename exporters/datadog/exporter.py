@@ -264,9 +264,11 @@ class DatadogExporter(BaseExporter):
         if r.kind == "logs":
             from datadog_api_client.v2.model.content_encoding import ContentEncoding
             from datadog_api_client.v2.model.http_log import HTTPLog
-            from datadog_api_client.v2.model.http_log_item import HTTPLogItem
 
-            body = HTTPLog([HTTPLogItem(**e, _check_type=False) for e in r.items], _check_type=False)
+            # The entries are plain dicts in HTTPLogItem's shape (built and size-checked in logs.py): making
+            # an HTTPLogItem of each cost six times the rest of the conversion; the tests parse every body
+            # with HTTPLogItem.
+            body = HTTPLog(r.items, _check_type=False)
             await self._logs_api.submit_log(body, content_encoding=ContentEncoding.GZIP)
         elif r.kind == "series":
             from datadog_api_client.v2.model.metric_content_encoding import MetricContentEncoding
