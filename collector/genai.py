@@ -330,3 +330,49 @@ def content_direction(key: str) -> str | None:
 
 
 __all__ += ["content_direction"]
+
+
+# --- request parameters (added for exporters that show them, e.g. Langfuse's model parameters) -------------
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "temperature": ("gen_ai.request.temperature", "llm.request.temperature", "llm.temperature"),
+    "top_p": ("gen_ai.request.top_p", "llm.request.top_p", "llm.top_p"),
+    "top_k": ("gen_ai.request.top_k", "llm.top_k"),
+    "max_tokens": ("gen_ai.request.max_tokens", "llm.request.max_tokens", "llm.max_tokens"),
+    "frequency_penalty": ("gen_ai.request.frequency_penalty", "llm.frequency_penalty"),
+    "presence_penalty": ("gen_ai.request.presence_penalty", "llm.presence_penalty"),
+    "seed": ("gen_ai.request.seed",),
+    "stop": ("gen_ai.request.stop_sequences", "llm.chat.stop_sequences"),
+    "stream": ("llm.is_streaming", "gen_ai.request.stream"),
+}
+_PARAM_OF = {name: param for param, names in _PARAM_KEYS.items() for name in names}
+
+
+def model_parameters(*attribute_lists: Any) -> dict[str, Any]:
+    """The request parameters of an LLM call (temperature, top_p, max_tokens, ...), by their short names;
+    OpenInference's ``llm.invocation_parameters`` (a JSON object) fills in what the others do not say."""
+    out: dict[str, Any] = {}
+    invocation: Any = None
+    for attrs in attribute_lists:
+        for kv in attrs:
+            param = _PARAM_OF.get(kv.key)
+            if param is not None and param not in out:
+                v = value_of(kv.value)
+                if v is not None and v != "":
+                    out[param] = v
+            elif kv.key == "llm.invocation_parameters" and invocation is None:
+                invocation = value_of(kv.value)
+    if isinstance(invocation, str):
+        import json
+
+        try:
+            invocation = json.loads(invocation)
+        except ValueError:
+            invocation = None
+    if isinstance(invocation, dict):
+        for k, v in invocation.items():
+            if isinstance(v, (str, int, float, bool)) and k not in out:
+                out[k] = v
+    return out
+
+
+__all__ += ["model_parameters"]

@@ -186,6 +186,9 @@ class _Mapper:
             put(A.OBSERVATION_TYPE, "generation")
             if call.model:
                 put(A.OBSERVATION_MODEL, call.model)
+            params = genai.model_parameters(src.attributes)
+            if params:
+                put(A.OBSERVATION_MODEL_PARAMETERS, json.dumps(params, default=str))
             usage: dict[str, int] = {}
             if call.input_tokens is not None:
                 usage["input"] = call.input_tokens

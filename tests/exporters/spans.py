@@ -36,6 +36,8 @@ def llm_span(ss: Any, trace_id: bytes, parent: bytes = b"", *, model: str = "gpt
     set_attr(a, "gen_ai.usage.completion_tokens", output_tokens)
     set_attr(a, "gen_ai.usage.total_tokens", input_tokens + output_tokens)
     set_attr(a, "llm.is_streaming", False)
+    set_attr(a, "gen_ai.request.temperature", 0.2)
+    set_attr(a, "gen_ai.request.max_tokens", 512)
     if cost is not None:
         set_attr(a, "gen_ai.usage.cost", cost)
     set_attr(a, "metadata.user_api_key_team_id", tenant)

@@ -79,6 +79,7 @@ async def test_generations_and_spans(intake: LangfuseIntake) -> None:
     assert root[A.OBSERVATION_TYPE] == "span" and root[A.TRACE_NAME] == "Received Proxy Server Request"
     ok, bad = sorted((a for _rs, a in got["litellm_request"]), key=lambda a: A.OBSERVATION_LEVEL in a)
     assert ok[A.OBSERVATION_TYPE] == "generation" and ok[A.OBSERVATION_MODEL] == "gpt-4o"
+    assert json.loads(ok[A.OBSERVATION_MODEL_PARAMETERS]) == {"temperature": 0.2, "max_tokens": 512, "stream": False}
     assert json.loads(ok[A.OBSERVATION_USAGE_DETAILS]) == {"input": 1000, "output": 523, "total": 1523}
     assert json.loads(ok[A.OBSERVATION_COST_DETAILS]) == {"total": 0.02}
     assert json.loads(ok[A.OBSERVATION_INPUT]) == [{"role": "user", "content": S.PROMPT}]
