@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import re
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -30,6 +30,7 @@ from collector.errors import PermanentError, RetryableError
 from collector.exporterhelper import BaseExporter, ExporterConfig
 from collector.pdata import Batch, Signal, anyvalue_to_python, python_to_anyvalue
 from collector.protocol_errors import from_http_status
+from exporters._resume import Resume
 
 __all__ = ["LangfuseExporter", "LangfuseExporterConfig", "attribute_names", "build_requests"]
 
@@ -349,7 +350,7 @@ class LangfuseExporter(BaseExporter):
             self._headers["Content-Encoding"] = "gzip"
         self._session: Any = None
         self._names: Any = None
-        self._pending: OrderedDict[int, tuple[Batch, deque[Any]]] = OrderedDict()
+        self._resume = Resume(max(64, 4 * config.sending_queue.num_consumers))
 
     async def open(self) -> None:
         import aiohttp
@@ -375,25 +376,23 @@ class LangfuseExporter(BaseExporter):
     async def send(self, batch: Batch) -> None:
         if batch.signal is not Signal.TRACES:
             raise PermanentError(f"langfuse takes traces only, not {batch.signal.value}")
-        key = id(batch)
-        st = self._pending.get(key)
-        if st is None or st[0] is not batch:
+        fp, reqs = self._resume.lookup(batch)
+        if reqs is None:
             try:
                 reqs = deque(build_requests(batch.request, self.config, self._names))
             except Exception as e:
                 raise PermanentError(f"cannot convert the batch for Langfuse: {e}") from e
-            st = (batch, reqs)
-            self._pending[key] = st
-            while len(self._pending) > max(64, 4 * self.config.sending_queue.num_consumers):
-                self._pending.popitem(last=False)
-        reqs = st[1]
         try:
             while reqs:
                 await self._post(reqs)
         except PermanentError:
-            self._pending.pop(key, None)
+            self._resume.forget(fp)
             raise
-        self._pending.pop(key, None)
+        except BaseException:  # retryable, timed out or cancelled: the next attempt sends only what is left
+            if reqs:
+                self._resume.keep(batch, fp, reqs)
+            raise
+        self._resume.forget(fp)
 
     async def _post(self, reqs: deque[Any]) -> None:
         import aiohttp

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from typing import Any
 
 from collector import genai
@@ -20,6 +20,7 @@ from collector.errors import PermanentError, RetryableError
 from collector.exporterhelper import BaseExporter
 from collector.pdata import Batch, Signal, iter_log_records
 from collector.protocol_errors import from_http_status
+from exporters._resume import Resume
 
 from .config import DatadogExporterConfig
 from .logs import LogSettings, chunk_entries, fit_entry, llm_tags, log_record_entry, resource_tags, span_entry
@@ -78,7 +79,7 @@ class DatadogExporter(BaseExporter):
         self.aggregate = c.metrics.enabled and Signal.TRACES in settings.signals
         self.aggregator = LLMAggregator(c.metrics.flush_interval)
         self.converter = OtlpConverter(tuple(c.tags))
-        self._pending: OrderedDict[int, tuple[Batch, deque[_Req]]] = OrderedDict()
+        self._resume = Resume(max(64, 4 * config.sending_queue.num_consumers))
         self._metric_reqs: deque[_Req] = deque()
         self._flush_task: asyncio.Task[None] | None = None
         self._flush_stop = asyncio.Event()
@@ -219,25 +220,22 @@ class DatadogExporter(BaseExporter):
 
     # -- sending -------------------------------------------------------------------------------------------
     async def send(self, batch: Batch) -> None:
-        key = id(batch)
-        st = self._pending.get(key)
-        if st is None or st[0] is not batch:
+        fp, reqs = self._resume.lookup(batch)
+        if reqs is None:
             try:
                 reqs = self._convert(batch)
             except Exception as e:
                 raise PermanentError(f"cannot convert the batch for Datadog: {e}") from e
-            st = (batch, reqs)
-            self._pending[key] = st
-            cap = max(64, 4 * self.config.sending_queue.num_consumers)
-            while len(self._pending) > cap:
-                self._pending.popitem(last=False)
-        reqs = st[1]
         try:
             await self._drain(reqs)
         except PermanentError:
-            self._pending.pop(key, None)
+            self._resume.forget(fp)
             raise
-        self._pending.pop(key, None)
+        except BaseException:  # retryable, timed out or cancelled: the next attempt sends only what is left
+            if reqs:
+                self._resume.keep(batch, fp, reqs)
+            raise
+        self._resume.forget(fp)
 
     async def _drain(self, reqs: deque[_Req]) -> None:
         """Send the requests in order; a 413 splits a request in two, in place."""

@@ -377,3 +377,27 @@ def test_cumulative_to_delta_edge_cases() -> None:
     # a reset (new start, lower value): the new value is the delta
     out = conv.convert(req(t + 3, t + 4, 5))
     assert [x["points"][0]["value"] for x in out if x["metric"] == "c"] == [5]
+
+
+async def test_retry_of_the_same_bytes_resumes(intake: DatadogIntake) -> None:
+    """A persistent queue hands the retry a new Batch read back from disk: it resumes all the same."""
+    from collector.errors import RetryableError
+
+    exp = make(intake)
+    await exp.start()
+    try:
+        first = traces(S.request(2500, root=False, content=False))
+        intake.plan("/api/v2/logs", 202)
+        intake.plan("/api/v2/logs", 500, body={"errors": ["Internal Server Error"]})
+        with pytest.raises(RetryableError, match="HTTP 500"):
+            await exp.send(first)
+        again = Batch.from_bytes(Signal.TRACES, first.to_bytes())
+        await exp.send(again)
+        assert len(intake.logs()) == 2500
+        assert [r.status for r in intake.received if r.path == "/api/v2/logs"] == [202, 500, 202, 202]
+        await until(lambda: any(s["metric"] == "llm.requests" for s in intake.series()))
+        await asyncio.sleep(0.3)
+        assert sum(p["value"] for s in intake.series() if s["metric"] == "llm.requests"
+                   for p in s["points"]) == 2500
+    finally:
+        await exp.shutdown()
