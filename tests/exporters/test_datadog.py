@@ -401,3 +401,27 @@ async def test_retry_of_the_same_bytes_resumes(intake: DatadogIntake) -> None:
                    for p in s["points"]) == 2500
     finally:
         await exp.shutdown()
+
+
+def test_site_picks_the_intake_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datadog_api_client.v1.api.authentication_api import AuthenticationApi
+    from datadog_api_client.v2.api.logs_api import LogsApi
+    from datadog_api_client.v2.api.metrics_api import MetricsApi
+
+    monkeypatch.setenv("DD_SITE", "us5.datadoghq.com")  # the config wins over the client's own variable
+    f = registry.get(Kind.EXPORTER, "datadog")
+    assert f is not None
+    exp = f.create(CreateSettings(ComponentID("datadog"), Kind.EXPORTER),
+                   f.config_model.model_validate({"api": {"key": DD_KEY, "site": "datadoghq.eu"}}))
+    client = exp._client(None)
+
+    def host(endpoint: Any) -> str:
+        return str(endpoint._validate_and_get_host({}) if not endpoint.params_map else
+                   client.configuration.get_host_from_settings(
+                       client.configuration.server_index, variables=client.configuration.server_variables,
+                       servers=endpoint.settings.get("servers")))
+
+    assert host(LogsApi(client)._submit_log_endpoint) == "https://http-intake.logs.datadoghq.eu"
+    assert host(MetricsApi(client)._submit_metrics_endpoint) == "https://api.datadoghq.eu"
+    assert host(AuthenticationApi(client)._validate_endpoint) == "https://api.datadoghq.eu"
+    client.close()
