@@ -250,15 +250,19 @@ class _Mapper:
 
 
 def _shrink(span: Any, names: Any, limit: int) -> None:
-    """Cut the input and output of a span that alone is over the request limit."""
-    for kv in span.attributes:
-        if kv.key in (names.OBSERVATION_INPUT, names.OBSERVATION_OUTPUT) or genai.is_content_key(kv.key):
-            if kv.value.WhichOneof("value") == "string_value" and len(kv.value.string_value) > 1024:
-                over = span.ByteSize() - limit + 1024
-                s = kv.value.string_value
-                kv.value.string_value = s[:max(256, len(s) - over)] + TRUNCATION_MARKER
-            if span.ByteSize() <= limit:
-                return
+    """Cut the input, output and content strings of a span that alone is over the request limit, longest
+    first, each ending with :data:`TRUNCATION_MARKER`."""
+    cands = [kv for kv in span.attributes
+             if (kv.key in (names.OBSERVATION_INPUT, names.OBSERVATION_OUTPUT) or genai.is_content_key(kv.key))
+             and kv.value.WhichOneof("value") == "string_value" and len(kv.value.string_value) > 1024]
+    cands.sort(key=lambda kv: len(kv.value.string_value), reverse=True)
+    for kv in cands:
+        over = span.ByteSize() - limit
+        if over <= 0:
+            return
+        data = kv.value.string_value.encode()
+        keep = max(256, len(data) - over - len(TRUNCATION_MARKER))
+        kv.value.string_value = data[:keep].decode(errors="ignore") + TRUNCATION_MARKER
 
 
 def build_requests(request: Any, cfg: LangfuseExporterConfig, names: Any) -> list[Any]:
