@@ -301,3 +301,78 @@ def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | No
 
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
     return read(span, resource_attributes).is_llm
+
+
+# --- content direction (added for exporters that show prompts and completions separately) ------------------
+_INPUT_EXACT = frozenset({
+    "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "gen_ai.content.prompt",
+    "gen_ai.tool.call.arguments", "gen_ai.tool.definitions", "input.value", "llm.prompts",
+    "llm.input_messages", "llm.tools", "llm.prompt_template.variables", "tool.parameters",
+    "traceloop.entity.input", "metadata.messages", "litellm.messages",
+})
+_OUTPUT_EXACT = frozenset({
+    "gen_ai.output.messages", "gen_ai.completion", "gen_ai.content.completion", "gen_ai.tool.call.result",
+    "output.value", "llm.output_messages", "traceloop.entity.output", "metadata.response", "litellm.response",
+})
+_INPUT_PREFIXES = ("gen_ai.prompt.", "llm.input_messages.", "llm.prompts.", "gen_ai.input.messages.", "llm.tools.")
+_OUTPUT_PREFIXES = ("gen_ai.completion.", "llm.output_messages.", "gen_ai.output.messages.")
+
+
+def content_direction(key: str) -> str | None:
+    """``"input"`` (prompt side), ``"output"`` (completion side) or None, for an attribute key of the
+    content conventions. Structural keys of indexed messages (``gen_ai.prompt.0.role``) have a direction too,
+    so that messages can be put back together; :func:`is_content_key` says which keys carry content."""
+    if key in _INPUT_EXACT or key.startswith(_INPUT_PREFIXES):
+        return "input"
+    if key in _OUTPUT_EXACT or key.startswith(_OUTPUT_PREFIXES):
+        return "output"
+    return None
+
+
+__all__ += ["content_direction"]
+
+
+# --- request parameters (added for exporters that show them, e.g. Langfuse's model parameters) -------------
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "temperature": ("gen_ai.request.temperature", "llm.request.temperature", "llm.temperature"),
+    "top_p": ("gen_ai.request.top_p", "llm.request.top_p", "llm.top_p"),
+    "top_k": ("gen_ai.request.top_k", "llm.top_k"),
+    "max_tokens": ("gen_ai.request.max_tokens", "llm.request.max_tokens", "llm.max_tokens"),
+    "frequency_penalty": ("gen_ai.request.frequency_penalty", "llm.frequency_penalty"),
+    "presence_penalty": ("gen_ai.request.presence_penalty", "llm.presence_penalty"),
+    "seed": ("gen_ai.request.seed",),
+    "stop": ("gen_ai.request.stop_sequences", "llm.chat.stop_sequences"),
+    "stream": ("llm.is_streaming", "gen_ai.request.stream"),
+}
+_PARAM_OF = {name: param for param, names in _PARAM_KEYS.items() for name in names}
+
+
+def model_parameters(*attribute_lists: Any) -> dict[str, Any]:
+    """The request parameters of an LLM call (temperature, top_p, max_tokens, ...), by their short names;
+    OpenInference's ``llm.invocation_parameters`` (a JSON object) fills in what the others do not say."""
+    out: dict[str, Any] = {}
+    invocation: Any = None
+    for attrs in attribute_lists:
+        for kv in attrs:
+            param = _PARAM_OF.get(kv.key)
+            if param is not None and param not in out:
+                v = value_of(kv.value)
+                if v is not None and v != "":
+                    out[param] = v
+            elif kv.key == "llm.invocation_parameters" and invocation is None:
+                invocation = value_of(kv.value)
+    if isinstance(invocation, str):
+        import json
+
+        try:
+            invocation = json.loads(invocation)
+        except ValueError:
+            invocation = None
+    if isinstance(invocation, dict):
+        for k, v in invocation.items():
+            if isinstance(v, (str, int, float, bool)) and k not in out:
+                out[k] = v
+    return out
+
+
+__all__ += ["model_parameters"]
