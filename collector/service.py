@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from collector.config import CollectorConfig
+from collector.errors import ConfigError
 from collector.pipeline import Graph
 from collector.telemetry import serve_metrics
 
@@ -45,7 +46,12 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    svc = Service(config)
+    try:
+        svc = Service(config)
+    except ConfigError as e:
+        for line in e.errors:
+            log.error("invalid configuration: %s", line)
+        return 1
     try:
         await svc.start()
     except Exception as e:  # noqa: BLE001
