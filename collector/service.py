@@ -26,7 +26,11 @@ class Service:
     async def start(self) -> None:
         addr = self.config.service.telemetry.metrics
         if addr.level != "none" and addr.address:
-            self._metrics_server = serve_metrics(addr.address)
+            try:
+                self._metrics_server = serve_metrics(addr.address)
+            except OSError as e:
+                raise RuntimeError(f"service::telemetry::metrics: cannot listen on {addr.address}: "
+                                   f"{e.strerror or e}") from None
         await self.graph.start()
 
     async def shutdown(self) -> None:

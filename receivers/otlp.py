@@ -160,9 +160,13 @@ class OtlpReceiver:
                 (grpc.method_handlers_generic_handler(_SERVICES[signal], {"Export": self._grpc_handler(signal)}),)
             )
         host, port = _host_port(cfg.endpoint)
-        bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise RuntimeError(f"cannot listen on {cfg.endpoint}")
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/gRPC): address already in use or not "
+                               "available")
         self.grpc_port = bound
         await server.start()
         self._grpc = server
@@ -282,7 +286,11 @@ class OtlpReceiver:
         host, port = _host_port(cfg.endpoint)
         reuse = bool(getattr(self.settings.host, "reuse_port", False))
         site = web.TCPSite(runner, host, port, reuse_port=reuse or None)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/HTTP): {e.strerror or e}") from None
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = server.sockets[0].getsockname()[1]
