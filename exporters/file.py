@@ -87,5 +87,6 @@ class FileExporter(BaseExporter):
 
 
 FACTORIES = [
-    Factory("file", Kind.EXPORTER, FileExporterConfig, FileExporter, description="OTLP/JSON lines to a file"),
+    Factory("file", Kind.EXPORTER, FileExporterConfig, FileExporter, description="OTLP/JSON lines to a file",
+            example={"path": "./data/example.jsonl"}),
 ]

@@ -319,5 +319,6 @@ class OtlpReceiver:
 
 FACTORIES = [
     Factory("otlp", Kind.RECEIVER, OtlpReceiverConfig, OtlpReceiver,
-            description="OTLP over gRPC and HTTP (protobuf and JSON)"),
+            description="OTLP over gRPC and HTTP (protobuf and JSON)",
+            example={"protocols": {"grpc": {"endpoint": "localhost:4317"}, "http": {"endpoint": "localhost:4318"}}}),
 ]
