@@ -107,7 +107,7 @@ async def run_case(compression: str, seconds: float, senders: int, spans: int, p
             await asyncio.sleep(0.2)
     spy = None
     if profile:
-        spy = await asyncio.create_subprocess_exec("py-spy", "record", "-o", profile, "-p", str(proc.pid),
+        spy = await asyncio.create_subprocess_exec("py-spy", "record", "-o", profile, "-f", "raw", "-p", str(proc.pid),
                                                    "-d", str(int(seconds)), "-r", "200", "--nonblocking",
                                                    stdout=asyncio.subprocess.DEVNULL,
                                                    stderr=asyncio.subprocess.DEVNULL)
@@ -172,7 +172,7 @@ def main() -> None:
     p.add_argument("--cases", default="none,gzip", help="comma-separated exporter compressions")
     p.add_argument("--queue-size", type=int, default=32,
                    help="exporter sending_queue.queue_size in requests (each ~1 MB here: bounds the RSS)")
-    p.add_argument("--profile", default=None, help="write a py-spy flame graph per case to PREFIX-<case>.svg")
+    p.add_argument("--profile", default=None, help="py-spy the collector: collapsed stacks per case in PREFIX-<case>.txt")
     args = p.parse_args()
     payload = make_request(args.spans).SerializeToString()
     print(f"request: {args.spans} spans, {len(payload) / 1e6:.2f} MB, {len(payload) / args.spans:.0f} B/span; "
@@ -180,7 +180,7 @@ def main() -> None:
           f"queue_size={args.queue_size}")
     targets = {"none": 150_000, "gzip": 40_000}
     for case in args.cases.split(","):
-        prof = f"{args.profile}-{case}.svg" if args.profile else None
+        prof = f"{args.profile}-{case}.txt" if args.profile else None
         r = asyncio.run(run_case(case, args.seconds, args.senders, args.spans, args.pin, None, prof,
                             args.queue_size))
         tgt = targets.get(case)

@@ -90,12 +90,14 @@ async def test_grpc_compression(grpc_backend: Server, compression: str) -> None:
     assert grpc_backend.got[0].body == raw  # the server decompressed what the client compressed
 
 
-async def test_grpc_partial_success(grpc_backend: Server) -> None:
+@pytest.mark.parametrize("compression", ["none", "gzip"], ids=["grpcio", "h2+isal"])
+async def test_grpc_partial_success(grpc_backend: Server, compression: str) -> None:
     resp = RESPONSE_TYPES[Signal.TRACES]()
     resp.partial_success.rejected_spans = 2
     resp.partial_success.error_message = "2 spans had no trace id"
     grpc_backend.answer = lambda rec: resp
-    exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True}})
+    exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True},
+                        "compression": compression})
     await exp.start()
     await exp.send(raw_batch()[0])  # not an error: the rest was accepted
     await exp.shutdown()
@@ -114,10 +116,12 @@ async def test_grpc_partial_success(grpc_backend: Server) -> None:
     ids=["unavailable+retryinfo", "resource_exhausted+retryinfo", "unavailable", "invalid_argument",
          "unauthenticated"],
 )
+@pytest.mark.parametrize("compression", ["none", "gzip"], ids=["grpcio", "h2+isal"])
 async def test_grpc_error_mapping(grpc_backend: Server, status: grpc.Status, kind: type,
-                                  retry_after: float | None) -> None:
+                                  retry_after: float | None, compression: str) -> None:
     grpc_backend.answer = lambda rec: status
-    exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True}})
+    exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True},
+                        "compression": compression})
     await exp.start()
     with pytest.raises(kind) as ei:
         await exp.send(raw_batch()[0])
@@ -127,8 +131,10 @@ async def test_grpc_error_mapping(grpc_backend: Server, status: grpc.Status, kin
         assert ei.value.retry_after == retry_after  # type: ignore[attr-defined]
 
 
-async def test_grpc_unreachable_and_timeout(grpc_backend: Server) -> None:
-    exp = make("otlp", {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True}, "timeout": "1s"})
+@pytest.mark.parametrize("compression", ["none", "gzip"], ids=["grpcio", "h2+isal"])
+async def test_grpc_unreachable_and_timeout(grpc_backend: Server, compression: str) -> None:
+    exp = make("otlp", {"endpoint": f"127.0.0.1:{free_port()}", "tls": {"insecure": True}, "timeout": "1s",
+                        "compression": compression})
     await exp.start()
     with pytest.raises(RetryableError, match="UNAVAILABLE"):
         await exp.send(raw_batch()[0])
@@ -139,30 +145,33 @@ async def test_grpc_unreachable_and_timeout(grpc_backend: Server) -> None:
 
     grpc_backend.answer = slow
     exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True},
-                        "timeout": "200ms"})
+                        "timeout": "200ms", "compression": compression})
     await exp.start()
     with pytest.raises(RetryableError, match="DEADLINE_EXCEEDED"):
         await exp.send(raw_batch()[0])
     await exp.shutdown()
 
 
-async def test_grpc_tls(grpc_tls_backend: Server, certs: Certs) -> None:
+@pytest.mark.parametrize("compression", ["none", "gzip"], ids=["grpcio", "h2+isal"])
+async def test_grpc_tls(grpc_tls_backend: Server, certs: Certs, compression: str) -> None:
     ep = f"127.0.0.1:{grpc_tls_backend.port}"
-    ok = make("otlp", {"endpoint": ep, "tls": {"ca_file": str(certs.ca), "server_name_override": "collector.test"}})
+    ok = make("otlp", {"endpoint": ep, "tls": {"ca_file": str(certs.ca), "server_name_override": "collector.test"},
+                       "compression": compression})
     await ok.start()
     await ok.send(raw_batch()[0])
     await ok.shutdown()
-    skip = make("otlp", {"endpoint": ep, "tls": {"insecure_skip_verify": True}})
+    skip = make("otlp", {"endpoint": ep, "tls": {"insecure_skip_verify": True}, "compression": compression})
     await skip.start()
     await skip.send(raw_batch()[0])
     await skip.shutdown()
     assert len(grpc_tls_backend.got) == 2
-    untrusted = make("otlp", {"endpoint": ep, "timeout": "2s"})  # system CAs do not know our certificate
+    # system CAs do not know our certificate
+    untrusted = make("otlp", {"endpoint": ep, "timeout": "2s", "compression": compression})
     await untrusted.start()
     with pytest.raises(RetryableError, match="UNAVAILABLE"):
         await untrusted.send(raw_batch()[0])
     await untrusted.shutdown()
-    plain = make("otlp", {"endpoint": ep, "tls": {"insecure": True}, "timeout": "2s"})
+    plain = make("otlp", {"endpoint": ep, "tls": {"insecure": True}, "timeout": "2s", "compression": compression})
     await plain.start()
     with pytest.raises(RetryableError):
         await plain.send(raw_batch()[0])
@@ -190,6 +199,25 @@ async def test_grpc_retry_through_the_helper(grpc_backend: Server) -> None:
     await exp.shutdown()
     assert sent(exp) == 4 and len(calls) == 2
     assert calls[1] - calls[0] >= 0.3 * 0.95, "RetryInfo's delay was not honoured"
+
+
+async def test_h2_gzip_large_concurrent_and_reconnect(grpc_backend: Server) -> None:
+    """The h2 client: messages far over the HTTP/2 flow-control window, many streams at once on one
+    connection, custom metadata, and a new connection after the server went away."""
+    exp = make("otlp", {"endpoint": f"127.0.0.1:{grpc_backend.port}", "tls": {"insecure": True},
+                        "compression": "gzip", "compression_level": 2, "headers": {"x-tenant-id": "acme"}})
+    await exp.start()
+    raws = [make_request(500, seed=i).SerializeToString() for i in range(6)]  # ~1 MB each, ~240 KB gzipped
+    await asyncio.gather(*(exp.send(Batch(Signal.TRACES, None, raw=r)) for r in raws))
+    assert sorted(g.body for g in grpc_backend.got) == sorted(raws)
+    assert all(g.headers["x-tenant-id"] == "acme" for g in grpc_backend.got)
+    conn = exp._h2._conn
+    assert conn is not None and conn.transport is not None
+    conn.transport.abort()  # the connection breaks (as on a server restart)
+    await asyncio.sleep(0.05)
+    await exp.send(Batch(Signal.TRACES, None, raw=raws[0]))
+    assert exp._h2._conn is not conn and len(grpc_backend.got) == 7
+    await exp.shutdown()
 
 
 # --- otlphttp ---------------------------------------------------------------------------------------------
