@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.llm_spans import make_request  # noqa: E402
+from bench.llm_spans import make_request
 
 TRACES_SVC = "opentelemetry.proto.collector.trace.v1.TraceService"
 EXPORT = f"/{TRACES_SVC}/Export"

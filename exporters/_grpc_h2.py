@@ -27,7 +27,7 @@ _USER_AGENT = "llm-collector-otlp/h2"
 
 
 class _Stream:
-    __slots__ = ("headers", "trailers", "data", "done")
+    __slots__ = ("data", "done", "headers", "trailers")
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
@@ -161,7 +161,7 @@ class H2GrpcClient:
             try:
                 _t, conn = await asyncio.wait_for(
                     loop.create_connection(_Conn, self.host, self.port, **kw), timeout)
-            except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
+            except (TimeoutError, OSError, ssl.SSLError) as e:
                 raise _rpc_error(grpc.StatusCode.UNAVAILABLE,
                                  f"cannot connect to {self.host}:{self.port}: {type(e).__name__}: {e}") from None
             self._conn = conn
@@ -176,7 +176,7 @@ class H2GrpcClient:
         coro = self._call(path, frame, timeout)
         try:
             return await asyncio.wait_for(coro, timeout) if timeout else await coro
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
     async def _call(self, path: str, frame: bytes, timeout: float | None) -> bytes:

@@ -13,7 +13,7 @@ from collector import telemetry as tm
 from collector.config import StrictModel
 from collector.pdata import Signal
 
-__all__ = ["TlsConfig", "Compression", "ssl_context", "report_partial_success", "read_file"]
+__all__ = ["Compression", "TlsConfig", "read_file", "report_partial_success", "ssl_context"]
 
 Compression = Literal["gzip", "none", ""]
 
@@ -29,7 +29,7 @@ class TlsConfig(StrictModel):
     server_name_override: str | None = None
 
     @model_validator(mode="after")
-    def _pair(self) -> "TlsConfig":
+    def _pair(self) -> TlsConfig:
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("cert_file and key_file must be set together")
         return self

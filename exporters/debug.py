@@ -16,7 +16,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.exporterhelper import BaseExporter, ExporterConfig, QueueConfig
 from collector.pdata import Batch, Signal, anyvalue_to_python, iter_log_records, iter_spans, to_otlp_json
 
-__all__ = ["DebugExporterConfig", "DebugExporter"]
+__all__ = ["DebugExporter", "DebugExporterConfig"]
 
 
 def _no_queue() -> QueueConfig:

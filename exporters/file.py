@@ -20,7 +20,7 @@ from collector.config import Duration, StrictModel
 from collector.exporterhelper import BaseExporter, ExporterConfig
 from collector.pdata import Batch, to_otlp_json
 
-__all__ = ["FileExporterConfig", "FileExporter", "RotationConfig"]
+__all__ = ["FileExporter", "FileExporterConfig", "RotationConfig"]
 
 
 class RotationConfig(StrictModel):

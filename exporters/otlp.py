@@ -26,7 +26,7 @@ from collector.pdata import RESPONSE_TYPES, Batch, Signal
 from collector.protocol_errors import from_grpc_error
 from exporters._otlp_common import Compression, TlsConfig, read_file, report_partial_success
 
-__all__ = ["OtlpExporterConfig", "OtlpExporter"]
+__all__ = ["OtlpExporter", "OtlpExporterConfig"]
 
 _METHODS = {
     Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -83,7 +83,7 @@ class OtlpExporter(BaseExporter):
         ]
         if c.authority:
             options.append(("grpc.default_authority", c.authority))
-        comp = grpc.Compression.Gzip if c.compression == "gzip" else grpc.Compression.NoCompression
+        comp = grpc.Compression.NoCompression  # gzip goes through the h2 client above
         if self.secure:
             creds = self._credentials(options)
             self._channel = grpc.aio.secure_channel(self.target, creds, options=options, compression=comp)

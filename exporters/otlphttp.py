@@ -9,7 +9,6 @@ level costs about 25 ms. Answers are mapped by :func:`collector.protocol_errors.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from typing import Any, Literal
 
@@ -25,7 +24,7 @@ from collector.pdata import RESPONSE_TYPES, Batch, Signal, to_otlp_json
 from collector.protocol_errors import from_http_status
 from exporters._otlp_common import Compression, TlsConfig, report_partial_success, ssl_context
 
-__all__ = ["OtlpHttpExporterConfig", "OtlpHttpExporter"]
+__all__ = ["OtlpHttpExporter", "OtlpHttpExporterConfig"]
 
 _USER_AGENT = "llm-collector-otlphttp"
 
@@ -42,7 +41,7 @@ class OtlpHttpExporterConfig(ExporterConfig):
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
     @model_validator(mode="after")
-    def _some_endpoint(self) -> "OtlpHttpExporterConfig":
+    def _some_endpoint(self) -> OtlpHttpExporterConfig:
         if not (self.endpoint or self.traces_endpoint or self.metrics_endpoint or self.logs_endpoint):
             raise ValueError("endpoint is required (or traces_endpoint / metrics_endpoint / logs_endpoint)")
         for url in (self.endpoint, self.traces_endpoint, self.metrics_endpoint, self.logs_endpoint):
@@ -111,7 +110,7 @@ class OtlpHttpExporter(BaseExporter):
                                           **kw) as resp:
                 body = await resp.read()
                 status, headers, ctype = resp.status, dict(resp.headers), resp.content_type
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise RetryableError(f"cannot reach {url}: {type(e).__name__}: {e}") from None
         err = from_http_status(status, headers, _error_text(body, ctype), backend=url)
         if err is not None:

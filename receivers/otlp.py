@@ -276,10 +276,13 @@ class OtlpReceiver:
         app = web.Application(client_max_size=cfg.max_request_body_size, middlewares=middlewares)
         paths = {Signal.TRACES: cfg.traces_url_path, Signal.METRICS: cfg.metrics_url_path,
                  Signal.LOGS: cfg.logs_url_path}
+        async def preflight(_request: web.Request) -> web.StreamResponse:
+            return web.Response(status=204)  # the CORS middleware adds the headers for allowed origins
+
         for signal in self.consumers:
             app.router.add_post(paths[signal], self._http_handler(signal, cfg))
             if cfg.cors and cfg.cors.allowed_origins:
-                app.router.add_route("OPTIONS", paths[signal], lambda r: web.Response(status=204))
+                app.router.add_route("OPTIONS", paths[signal], preflight)
         # we decompress ourselves (isal, with the size limit applied to the output: gzip bombs get 413)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()

@@ -25,24 +25,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from pydantic import BaseModel
 
 from bench.llm_spans import make_request
 from collector.component import ComponentID, CreateSettings, Factory, Kind, registry
-from collector.config import ServiceConfig
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, ServiceConfig
 from collector.pdata import Batch, Signal
 from collector.pipeline import Host
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from tests.helpers import free_port
 
 ALL = [(kind, name, f) for kind, by_type in registry.all().items() for name, f in sorted(by_type.items())]
 IDS = [f"{kind.singular}/{name}" for kind, name, _f in ALL]
 
 _REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://\S+|[A-Za-z0-9_.\-\[\]]+:\d{2,5})$")
-_SECRET_KEYS = re.compile(r"(^key$|api_?key|token|password|secret|credential|webhook|dsn)", re.I)
-_ADDRESS_KEYS = re.compile(r"(endpoint|url|uri|host|site|bucket|region|servers?|address)$", re.I)
+_SECRET_KEYS = re.compile(r"(^key$|api_?key|token|password|secret|credential|webhook|dsn)", re.IGNORECASE)
+_ADDRESS_KEYS = re.compile(r"(endpoint|url|uri|host|site|bucket|region|servers?|address)$", re.IGNORECASE)
 _PIPELINE_ID = re.compile(r"^(traces|metrics|logs)(/[A-Za-z0-9_.-]+)?$")
 
 

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from bench.llm_spans import make_request
 from collector.pdata import REQUEST_TYPES, Signal, from_otlp_json
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from tests.helpers import CollectorProcess, free_port, wait_for
 
 _METHODS = {
@@ -101,7 +101,7 @@ def test_a_to_b_identical(tmp_path: Path) -> None:
                 return [from_otlp_json(sig, ln).SerializeToString(deterministic=True) for ln in lines]
 
             for sig, reqs in sent.items():
-                out = wait_for(lambda: got(sig), what=f"{sig.value} at B")
+                out = wait_for(lambda s=sig: got(s), what=f"{sig.value} at B")
                 want = Counter(REQUEST_TYPES[sig].FromString(r.SerializeToString()).SerializeToString(
                     deterministic=True) for r in reqs for _ in range(3))
                 assert Counter(out) == want, f"{sig.value}: output differs from input"

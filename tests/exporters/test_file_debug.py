@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from bench.llm_spans import make_request
 from collector.component import ComponentID, CreateSettings, Kind, registry
 from collector.pdata import Batch, Signal, from_otlp_json
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 
 def make(type_: str, cfg: dict[str, Any]) -> Any:

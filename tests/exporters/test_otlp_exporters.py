@@ -16,13 +16,13 @@ from google.protobuf import duration_pb2, json_format
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from bench.llm_spans import make_request
 from collector.component import ComponentID, CreateSettings, Kind, registry
 from collector.errors import PermanentError, RetryableError
 from collector.pdata import RESPONSE_TYPES, Batch, Signal, from_otlp_json
 from collector.telemetry import REGISTRY
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from tests.exporters.conftest import Certs, Recorded, Server
 from tests.helpers import free_port
 
