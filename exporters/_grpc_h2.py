@@ -180,9 +180,19 @@ class H2GrpcClient:
             raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
     async def _call(self, path: str, frame: bytes, timeout: float | None) -> bytes:
+        import h2.exceptions
+
         conn = await self._connection(timeout)
         h2c = conn.h2
-        sid = h2c.get_next_available_stream_id()
+        try:
+            sid = h2c.get_next_available_stream_id()
+        except h2.exceptions.NoAvailableStreamIDError:  # 2^30 streams on one connection: start a new one
+            conn._fail("stream ids exhausted")
+            if conn.transport is not None:
+                conn.transport.close()
+            conn = await self._connection(timeout)
+            h2c = conn.h2
+            sid = h2c.get_next_available_stream_id()
         st = _Stream()
         conn.streams[sid] = st
         headers = [

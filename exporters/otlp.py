@@ -14,6 +14,7 @@ over HTTP/2 (h2) that compresses with isal at ``compression_level`` (0-3, defaul
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -63,6 +64,8 @@ class OtlpExporter(BaseExporter):
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, Any] = {}
         self._h2: Any = None
+        self._grpcio_open = False
+        self._channel_lock = asyncio.Lock()
         self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
         self.target, self.secure = parse_target(config.endpoint, config.tls)
 
@@ -76,6 +79,21 @@ class OtlpExporter(BaseExporter):
             self._h2 = H2GrpcClient(self.target, self.secure, ctx, c.tls.server_name_override, self._metadata,
                                     c.compression_level, c.authority)
             return
+        self._grpcio_open = True
+        if not (self.secure and c.tls.insecure_skip_verify):
+            await self._ensure_channel()
+        # else: the server's certificate is fetched on the first send, so that an unreachable backend does
+        # not stop the collector from starting (the send is retried like any other failure)
+
+    async def _ensure_channel(self) -> None:
+        if self._channel is not None:
+            return
+        async with self._channel_lock:
+            if self._channel is None:
+                await self._open_channel()
+
+    async def _open_channel(self) -> None:
+        c = self.config
         options: list[tuple[str, Any]] = [
             ("grpc.max_send_message_length", c.max_send_msg_size_mib * 1024 * 1024),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
@@ -83,17 +101,18 @@ class OtlpExporter(BaseExporter):
         ]
         if c.authority:
             options.append(("grpc.default_authority", c.authority))
-        comp = grpc.Compression.NoCompression  # gzip goes through the h2 client above
+        comp = grpc.Compression.NoCompression  # gzip goes through the h2 client (see open)
         if self.secure:
-            creds = self._credentials(options)
-            self._channel = grpc.aio.secure_channel(self.target, creds, options=options, compression=comp)
+            creds = await self._credentials(options)
+            channel = grpc.aio.secure_channel(self.target, creds, options=options, compression=comp)
         else:
-            self._channel = grpc.aio.insecure_channel(self.target, options=options, compression=comp)
+            channel = grpc.aio.insecure_channel(self.target, options=options, compression=comp)
+        self._channel = channel
         for sig, method in _METHODS.items():
-            self._calls[sig] = self._channel.unary_unary(
+            self._calls[sig] = channel.unary_unary(
                 method, request_serializer=None, response_deserializer=RESPONSE_TYPES[sig].FromString)
 
-    def _credentials(self, options: list[tuple[str, Any]]) -> grpc.ChannelCredentials:
+    async def _credentials(self, options: list[tuple[str, Any]]) -> grpc.ChannelCredentials:
         tls = self.config.tls
         root = read_file(tls.ca_file)
         if tls.insecure_skip_verify:
@@ -101,7 +120,11 @@ class OtlpExporter(BaseExporter):
             import ssl
 
             host, _, port = self.target.rpartition(":")
-            pem = ssl.get_server_certificate((host.strip("[]") or "localhost", int(port)), timeout=self.config.timeout)
+            addr = (host.strip("[]") or "localhost", int(port))
+            try:
+                pem = await asyncio.to_thread(ssl.get_server_certificate, addr, timeout=self.config.timeout or 5)
+            except (OSError, ssl.SSLError) as e:
+                raise RetryableError(f"cannot fetch the certificate of {self.target}: {e}") from None
             root = pem.encode()
             if not tls.server_name_override:
                 options.append(("grpc.ssl_target_name_override", _cert_name(root) or host))
@@ -119,9 +142,10 @@ class OtlpExporter(BaseExporter):
             resp = RESPONSE_TYPES[batch.signal].FromString(raw)
             report_partial_success(self.id, batch.signal, resp, self._rl)
             return
-        call = self._calls.get(batch.signal)
-        if call is None:
+        if not self._grpcio_open:
             raise RetryableError(f"exporter {self.id} is not started")
+        await self._ensure_channel()
+        call = self._calls[batch.signal]
         try:
             resp = await call(batch.to_bytes(), timeout=self.config.timeout or None,
                               metadata=self._metadata or None)
@@ -133,6 +157,7 @@ class OtlpExporter(BaseExporter):
         if self._h2 is not None:
             h2c, self._h2 = self._h2, None
             await h2c.close()
+        self._grpcio_open = False
         if self._channel is not None:
             ch, self._channel = self._channel, None
             self._calls.clear()

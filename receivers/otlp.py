@@ -218,7 +218,7 @@ class OtlpReceiver:
                     batch = Batch.from_bytes(signal, body, metadata=md, received_ns=time.time_ns())
                 else:
                     batch = Batch(signal, from_otlp_json(signal, body), metadata=md, received_ns=time.time_ns())
-            except (DecodeError, ValueError, json_format.ParseError) as e:
+            except (DecodeError, ValueError, json_format.ParseError, RecursionError) as e:
                 return error(400, code_pb2.INVALID_ARGUMENT, f"cannot decode {signal.value} request: {e}", proto)
             try:
                 await self._push(signal, batch, "http")

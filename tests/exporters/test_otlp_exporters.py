@@ -179,6 +179,17 @@ async def test_grpc_tls(grpc_tls_backend: Server, certs: Certs, compression: str
     assert len(grpc_tls_backend.got) == 2
 
 
+async def test_grpc_skip_verify_with_the_backend_down_at_start() -> None:
+    """grpcio cannot skip verification, so the server's certificate is fetched: on the first send, so that a
+    backend that is down does not stop the collector from starting."""
+    exp = make("otlp", {"endpoint": f"127.0.0.1:{free_port()}", "compression": "none", "timeout": "1s",
+                        "tls": {"insecure_skip_verify": True}})
+    await exp.start()
+    with pytest.raises(RetryableError, match="cannot fetch the certificate"):
+        await exp.send(raw_batch()[0])
+    await exp.shutdown()
+
+
 async def test_grpc_retry_through_the_helper(grpc_backend: Server) -> None:
     """Behind the shared delivery helper: a throttled first attempt is retried after the server's delay."""
     calls = []
