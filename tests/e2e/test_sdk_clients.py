@@ -79,7 +79,8 @@ def test_traces_from_sdk(collector: tuple[CollectorProcess, int, int, Path], tra
     for sid, attrs in sent.items():
         assert attrs_to_dict(got[sid].attributes) == attrs
     assert col.metric_value("otelcol_receiver_accepted_spans_total", transport=transport) >= 5
-    assert col.metric_value("otelcol_exporter_sent_spans_total", exporter="file/traces") >= 5
+    wait_for(lambda: col.metric_value("otelcol_exporter_sent_spans_total", exporter="file/traces") >= 5,
+             what="file/traces counts the spans it wrote")
     assert col.metric_value("otelcol_process_memory_rss") > 10e6
     assert col.metric_value("otelcol_process_cpu_seconds_total") > 0
 
