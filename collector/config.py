@@ -70,7 +70,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, defaults are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True,
+                              coerce_numbers_to_str=True)
 
 
 # --- env substitution -----------------------------------------------------------------------------------
@@ -110,7 +111,11 @@ def substitute_env(value: Any, path: str = "", warnings: list[str] | None = None
             typed = yaml.safe_load(out) if out else None
         except yaml.YAMLError:
             return out
-        if isinstance(typed, (int, float, bool)) and not isinstance(typed, str):
+        # only when the text is the value's plain spelling: "0123" (YAML 1.1 octal), "1:30" (sexagesimal),
+        # "yes" stay strings, so a secret made of digits is never silently changed
+        if isinstance(typed, bool) and out.strip().lower() in ("true", "false"):
+            return typed
+        if isinstance(typed, (int, float)) and not isinstance(typed, bool) and str(typed) == out.strip():
             return typed
         return out
     return out

@@ -101,6 +101,24 @@ def test_env_forms(monkeypatch: pytest.MonkeyPatch) -> None:
     assert warnings == ["nested::x: environment variable LLMC_UNSET is not set; using an empty value"]
 
 
+def test_env_typed_values_keep_their_spelling(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A whole-value reference takes its YAML type only when the text is that value's plain spelling: a
+    secret made of digits ("0123", YAML 1.1 octal) is never changed, and numbers fit string fields."""
+    for k, v in {"LLMC_T1": "0123", "LLMC_T2": "1:30", "LLMC_T3": "12345", "LLMC_T4": "true", "LLMC_T5": "yes",
+                 "LLMC_T6": "2.5"}.items():
+        monkeypatch.setenv(k, v)
+    out = substitute_env({f"k{i}": f"${{env:LLMC_T{i}}}" for i in range(1, 7)}, "", [])
+    assert out == {"k1": "0123", "k2": "1:30", "k3": 12345, "k4": True, "k5": "yes", "k6": 2.5}
+    p = tmp_path / "c.yaml"
+    p.write_text("""
+receivers: {otlp: {protocols: {grpc: {}}}}
+exporters: {otlp: {endpoint: "a:1", headers: {x-api-key: "${env:LLMC_T3}", x-other: "${env:LLMC_T1}"}}}
+service: {pipelines: {traces: {receivers: [otlp], exporters: [otlp]}}}
+""")
+    cfg = load([str(p)])
+    assert cfg.get(Kind.EXPORTER, ComponentID("otlp")).config.headers == {"x-api-key": "12345", "x-other": "0123"}
+
+
 def test_env_in_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("LLMC_ENDPOINT", "collector.internal:4317")
