@@ -24,7 +24,7 @@ class HealthCheckConfig(StrictModel):
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
-    return (host or "0.0.0.0"), int(port)
+    return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
 class HealthCheck:
