@@ -284,7 +284,8 @@ class OtlpReceiver:
             if cfg.cors and cfg.cors.allowed_origins:
                 app.router.add_route("OPTIONS", paths[signal], preflight)
         # we decompress ourselves (isal, with the size limit applied to the output: gzip bombs get 413)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False,
+                               shutdown_timeout=5.0)
         await runner.setup()
         host, port = _host_port(cfg.endpoint)
         reuse = bool(getattr(self.settings.host, "reuse_port", False))
@@ -311,10 +312,17 @@ class OtlpReceiver:
             await self.shutdown()
             raise
 
+    def _grace(self) -> float:
+        """Time in-flight requests get to finish: 5 s, less if the service's shutdown deadline is nearer."""
+        deadline = getattr(self.settings.host, "shutdown_deadline", None)
+        if deadline is None:
+            return 5.0
+        return max(0.0, min(5.0, (deadline - time.monotonic()) / 2))
+
     async def shutdown(self) -> None:
         if self._grpc is not None:
             server, self._grpc = self._grpc, None
-            await server.stop(grace=5.0)
+            await server.stop(grace=self._grace())
         if self._http is not None:
             runner, self._http = self._http, None
             await runner.cleanup()

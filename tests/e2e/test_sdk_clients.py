@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from grpc import Compression as GrpcCompression
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -55,11 +57,16 @@ def _spans(d: Path) -> list[Any]:
     return list(spans_of(read_otlp_jsonl(d / "traces.jsonl", Signal.TRACES)))
 
 
-@pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_traces_from_sdk(collector: tuple[CollectorProcess, int, int, Path], transport: str) -> None:
+@pytest.mark.parametrize(("transport", "gzip"), [("grpc", False), ("http", False), ("grpc", True), ("http", True)],
+                         ids=["grpc", "http", "grpc-gzip", "http-gzip"])
+def test_traces_from_sdk(collector: tuple[CollectorProcess, int, int, Path], transport: str, gzip: bool) -> None:
     col, gp, hp, d = collector
-    exp = (GrpcSpanExporter(endpoint=f"127.0.0.1:{gp}", insecure=True) if transport == "grpc"
-           else HttpSpanExporter(endpoint=f"http://127.0.0.1:{hp}/v1/traces"))
+    if transport == "grpc":
+        exp: Any = GrpcSpanExporter(endpoint=f"127.0.0.1:{gp}", insecure=True,
+                                    compression=GrpcCompression.Gzip if gzip else None)
+    else:
+        exp = HttpSpanExporter(endpoint=f"http://127.0.0.1:{hp}/v1/traces",
+                               compression=HttpCompression.Gzip if gzip else HttpCompression.NoCompression)
     tag = uuid.uuid4().hex
     tp = TracerProvider(resource=_resource(tag))
     tp.add_span_processor(SimpleSpanProcessor(exp))
