@@ -63,9 +63,9 @@ class Sink:
 
 
 def collector_config(in_port: int, sink_port: int, compression: str, level: int | None,
-                     queue_size: int) -> dict[str, object]:
+                     queue_size: int, consumers: int) -> dict[str, object]:
     exp: dict[str, object] = {"endpoint": f"127.0.0.1:{sink_port}", "tls": {"insecure": True},
-                              "compression": compression, "sending_queue": {"queue_size": queue_size}}
+                              "compression": compression, "sending_queue": {"queue_size": queue_size, "num_consumers": consumers}}
     if level is not None:
         exp["compression_level"] = level
     return {
@@ -78,13 +78,15 @@ def collector_config(in_port: int, sink_port: int, compression: str, level: int 
 
 
 async def run_case(compression: str, seconds: float, senders: int, spans: int, pin: bool,
-                   level: int | None, profile: str | None, queue_size: int) -> dict[str, float]:
+                   level: int | None, profile: str | None, queue_size: int,
+                   consumers: int) -> dict[str, float]:
     sink = Sink()
     sink_port = await sink.start()
     in_port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
     cfg_path = workdir / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(collector_config(in_port, sink_port, compression, level, queue_size)))
+    cfg_path.write_text(yaml.safe_dump(collector_config(in_port, sink_port, compression, level, queue_size,
+                                                      consumers)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "collector", "run", "--config", str(cfg_path), env=env, cwd=workdir,
@@ -172,17 +174,18 @@ def main() -> None:
     p.add_argument("--cases", default="none,gzip", help="comma-separated exporter compressions")
     p.add_argument("--queue-size", type=int, default=32,
                    help="exporter sending_queue.queue_size in requests (each ~1 MB here: bounds the RSS)")
+    p.add_argument("--consumers", type=int, default=10, help="exporter sending_queue.num_consumers")
     p.add_argument("--profile", default=None, help="py-spy the collector: collapsed stacks per case in PREFIX-<case>.txt")
     args = p.parse_args()
     payload = make_request(args.spans).SerializeToString()
     print(f"request: {args.spans} spans, {len(payload) / 1e6:.2f} MB, {len(payload) / args.spans:.0f} B/span; "
           f"{args.senders} senders; {args.seconds:.0f}s per case; pinned={args.pin}; cpus={os.cpu_count()}; "
-          f"queue_size={args.queue_size}")
+          f"queue_size={args.queue_size}; num_consumers={args.consumers}")
     targets = {"none": 150_000, "gzip": 40_000}
     for case in args.cases.split(","):
         prof = f"{args.profile}-{case}.txt" if args.profile else None
         r = asyncio.run(run_case(case, args.seconds, args.senders, args.spans, args.pin, None, prof,
-                            args.queue_size))
+                            args.queue_size, args.consumers))
         tgt = targets.get(case)
         print(f"compression={case:<5} {r['spans_per_s']:>10,.0f} spans/s  "
               f"{r['cpu_s_per_100k']:.3f} CPU-s/100k spans  {r['spans_per_cpu_s']:>10,.0f} spans/CPU-s"
