@@ -325,6 +325,15 @@ def object_key(cfg: S3UploaderConfig, signal: Signal, marshaler: str, when_ns: i
     return "/".join(p for p in (cfg.s3_prefix.strip("/"), partition, name) if p)
 
 
+def gzip_compress(body: bytes) -> bytes:
+    """gzip with a fixed header (mtime 0), so equal bodies give equal objects; ISA-L when available."""
+    try:
+        from isal import igzip
+    except ImportError:  # pragma: no cover - isal is a declared dependency
+        return gzip.compress(body, compresslevel=6, mtime=0)
+    return igzip.compress(body, compresslevel=3, mtime=0)
+
+
 # --- grouping (group commit while the delivery helper does not batch) ------------------------------------------
 @dataclass(eq=False)
 class _Group:
@@ -335,6 +344,7 @@ class _Group:
     key: str | None = None
     body: bytes | None = None
     uploaded: bool = False
+    retrying: asyncio.Future[None] | None = None
 
 
 # --- the exporter ----------------------------------------------------------------------------------------------
@@ -447,7 +457,7 @@ class S3Exporter(BaseExporter):
         when = min(b.received_ns for b in g.batches)
         g.key = object_key(self.config.s3uploader, g.signal, self.config.marshaler, when, body)
         if self.config.s3uploader.compression == "gzip":
-            body = gzip.compress(body, compresslevel=6, mtime=0)
+            body = gzip_compress(body)
         g.body = body
 
     async def _upload(self, g: _Group) -> None:
@@ -491,7 +501,11 @@ class S3Exporter(BaseExporter):
             if not g.done.done():  # the first attempt is still running (this member timed out waiting)
                 await asyncio.shield(g.done)
             elif not g.uploaded:
-                await self._upload(g)
+                # members of one group retry about together: one upload at a time, the others wait for it
+                if g.retrying is None or (g.retrying.done() and not g.uploaded):
+                    g.retrying = asyncio.ensure_future(self._upload(g))
+                    g.retrying.add_done_callback(lambda f: f.cancelled() or f.exception())
+                await asyncio.shield(g.retrying)
         except (RetryableError, asyncio.CancelledError, asyncio.TimeoutError):
             self._remember_failed(batch, g)
             raise

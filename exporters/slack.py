@@ -284,7 +284,7 @@ def _fmt(kind: str, v: float | None) -> str:
     if v is None:
         return "n/a"
     if kind == "budget" or kind == "cost":
-        return f"${v:,.2f}" if abs(v) >= 1 else f"${v:.4f}"
+        return f"${v:,.2f}" if abs(v) >= 0.1 or v == 0 else f"${v:.4f}"
     if kind == "error_rate":
         return f"{v * 100:.1f}%"
     if kind == "latency_p95":
