@@ -14,10 +14,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.pdata import Batch, Signal, new_keyvalue  # noqa: E402
-from exporters.s3 import gzip_compress, marshal  # noqa: E402
+from collector.pdata import Batch, Signal, new_keyvalue
+from exporters.s3 import gzip_compress, marshal
 
 
 def realistic_batch(n: int, seed: int) -> Batch:

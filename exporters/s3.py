@@ -38,7 +38,7 @@ from collector.exporterhelper import BaseExporter, ExporterConfig, QueueBatchCon
 from collector.pdata import REQUEST_TYPES, Batch, Signal, to_otlp_json
 from collector.protocol_errors import from_http_status, parse_retry_after
 
-__all__ = ["S3ExporterConfig", "S3UploaderConfig", "S3Exporter", "marshal", "object_key", "strip_content"]
+__all__ = ["S3Exporter", "S3ExporterConfig", "S3UploaderConfig", "marshal", "object_key", "strip_content"]
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 StorageClass = Literal[
@@ -60,7 +60,7 @@ class S3UploaderConfig(StrictModel):
     sse_kms_key_id: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "S3UploaderConfig":
+    def _check(self) -> S3UploaderConfig:
         if not _BUCKET_RE.match(self.s3_bucket) or ".." in self.s3_bucket:
             raise ValueError(f"s3_bucket {self.s3_bucket!r} is not a valid bucket name "
                              "(3-63 characters: lower-case letters, digits, dots and hyphens)")
@@ -88,7 +88,7 @@ class S3ExporterConfig(ExporterConfig):
     sending_queue: QueueConfig = Field(default_factory=_s3_queue)
 
     @model_validator(mode="after")
-    def _check_timeout(self) -> "S3ExporterConfig":
+    def _check_timeout(self) -> S3ExporterConfig:
         b = self.sending_queue.batch
         if b is not None and self.timeout and self.timeout <= b.flush_timeout:
             raise ValueError(f"timeout ({self.timeout:g}s) must be longer than sending_queue.batch.flush_timeout "
@@ -151,7 +151,7 @@ def _ts(ns: int) -> str | None:
     if not ns:
         return None
     secs, rem = divmod(ns, 1_000_000_000)
-    d = dt.datetime.fromtimestamp(secs, dt.timezone.utc)
+    d = dt.datetime.fromtimestamp(secs, dt.UTC)
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{rem // 1000:06d}Z"
 
 
@@ -478,7 +478,7 @@ class S3Exporter(BaseExporter):
             await self._client.put_object(**args)
         except asyncio.CancelledError:
             raise
-        except Exception as e:  # noqa: BLE001 - mapped to permanent / retryable
+        except Exception as e:
             raise map_error(e, up.s3_bucket) from e
         g.uploaded = True
         self.objects_written += 1
@@ -506,7 +506,7 @@ class S3Exporter(BaseExporter):
                     g.retrying = asyncio.ensure_future(self._upload(g))
                     g.retrying.add_done_callback(lambda f: f.cancelled() or f.exception())
                 await asyncio.shield(g.retrying)
-        except (RetryableError, asyncio.CancelledError, asyncio.TimeoutError):
+        except (TimeoutError, RetryableError, asyncio.CancelledError):
             self._remember_failed(batch, g)
             raise
 

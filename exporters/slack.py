@@ -37,7 +37,7 @@ from collector.exporterhelper import BaseExporter, ExporterConfig, QueueConfig
 from collector.pdata import Batch, Signal, attrs_to_dict, iter_spans
 from collector.protocol_errors import parse_retry_after
 
-__all__ = ["SlackExporterConfig", "SlackExporter", "Rule", "Alert", "alert_from_record", "render_alert"]
+__all__ = ["Alert", "Rule", "SlackExporter", "SlackExporterConfig", "alert_from_record", "render_alert"]
 
 Scalar = str | int | float | bool
 
@@ -60,7 +60,7 @@ class RuleMatch(StrictModel):
     budget_exceeded: bool | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "RuleMatch":
+    def _check(self) -> RuleMatch:
         if self.span_name is not None:
             try:
                 re.compile(self.span_name)
@@ -97,7 +97,7 @@ class SlackExporterConfig(ExporterConfig):
     sending_queue: QueueConfig = Field(default_factory=_no_parallel_queue)
 
     @model_validator(mode="after")
-    def _check(self) -> "SlackExporterConfig":
+    def _check(self) -> SlackExporterConfig:
         if self.webhook_url is not None and self.token is not None:
             raise ValueError("set either webhook_url or token + channel, not both")
         if self.webhook_url is None and self.token is None:
@@ -349,7 +349,7 @@ def render_alert(a: Alert, link: str | None, link_text: str, held: Held | None, 
 
 def render_summary(held: Held, max_per_minute: int, source: str) -> tuple[str, list[dict[str, Any]]]:
     note = held.text(max_per_minute)
-    blocks = [
+    blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": ":mute: Alerts held back", "emoji": True}},
         {"type": "section", "text": {"type": "mrkdwn", "text": note[:2900]}},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _esc(source)}]},
@@ -468,7 +468,7 @@ class SlackExporter(BaseExporter):
             r = e.response
             data = r.data if isinstance(r.data, dict) else {}
             raise map_slack_error(r.status_code, r.headers, str(data.get("error") or r.data), self._target) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             raise RetryableError(f"Slack {self._target} unreachable: {type(e).__name__}") from None
         except RetryableError as e:
             if e.retry_after:

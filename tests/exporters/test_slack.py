@@ -105,7 +105,7 @@ class SlackServer:
         self.messages.append(msg)
         return web.json_response({"ok": True, "channel": msg["channel"], "ts": f"{time.time():.6f}"})
 
-    async def start(self) -> "SlackServer":
+    async def start(self) -> SlackServer:
         app = web.Application()
         app.router.add_post("/services/T0/B0/{name}", self.handle_webhook)
         app.router.add_post("/api/chat.postMessage", self.handle_post_message)
