@@ -401,8 +401,8 @@ class S3Exporter(BaseExporter):
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         # Group commit, used only while the delivery helper does not batch inside the queue itself.
-        self._grouping = config.sending_queue.batch is not None and not getattr(
-            BaseExporter, "batches_in_queue", False)
+        q = config.sending_queue
+        self._grouping = q.enabled and q.batch is not None and not getattr(BaseExporter, "batches_in_queue", False)
         self._open_groups: dict[Signal, _Group] = {}
         self._flush_tasks: dict[Signal, asyncio.Task[None]] = {}
         self._failed: dict[int, tuple[Batch, _Group]] = {}

@@ -288,6 +288,34 @@ async def test_network_error_is_retryable(moto: str) -> None:
     await exp.shutdown()
 
 
+def test_metrics_ndjson_one_row_per_point() -> None:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from exporters.s3 import marshal
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(new_keyvalue("service.name", "gw"))
+    sm = rm.scope_metrics.add()
+    m = sm.metrics.add()
+    m.name, m.unit = "llm.cost_usd", "USD"
+    for i, tenant in enumerate(("acme", "globex")):
+        p = m.sum.data_points.add()
+        p.as_double = 1.5 + i
+        p.time_unix_nano = WHEN_NS
+        p.attributes.append(new_keyvalue("tenant", tenant))
+    h = sm.metrics.add()
+    h.name = "llm.latency_ms"
+    hp = h.histogram.data_points.add()
+    hp.count, hp.sum = 3, 900.0
+    hp.bucket_counts.extend([1, 2, 0])
+    hp.explicit_bounds.extend([100.0, 1000.0])
+    rows = [json.loads(x) for x in marshal(Signal.METRICS, [Batch(Signal.METRICS, req)], "ndjson", False).splitlines()]
+    assert [(r["name"], r["type"], r.get("value"), r["attributes"]) for r in rows[:2]] == [
+        ("llm.cost_usd", "sum", 1.5, {"tenant": "acme"}), ("llm.cost_usd", "sum", 2.5, {"tenant": "globex"})]
+    assert rows[2]["count"] == 3 and rows[2]["bucket_counts"] == [1, 2, 0] and rows[2]["service"] == "gw"
+    assert rows[0]["time"] == "2026-03-04T05:06:07.000000Z"
+
+
 def _client_error(code: str, status: int) -> Exception:
     from botocore.exceptions import ClientError
     return ClientError({"Error": {"Code": code, "Message": "m"},

@@ -325,6 +325,24 @@ async def test_rules_grouped_by_feature_dedupe(slack: SlackServer) -> None:
     assert "Alerts held back" in all_text(slack.messages[2]) and "rule:errors:checkout" in all_text(slack.messages[2])
 
 
+@pytest.mark.parametrize("kind,value,threshold,expect", [
+    ("error_rate", 0.042, 0.02, "4.2% (threshold 2.0%)"),
+    ("latency_p95", 9400.0, 8000.0, "9,400 ms (threshold 8,000 ms)"),
+    ("budget", 0.9, 0.8, "$0.90 (threshold $0.80)"),
+    ("guardrail", 3.0, None, "*Value*\\n3"),
+])
+def test_render_kinds_are_valid_block_kit(kind: str, value: float, threshold: float | None, expect: str) -> None:
+    from exporters.slack import Alert, Held, render_alert
+    a = Alert(key=f"{kind}:checkout", kind=kind, severity="warning", summary=f"{kind} <b>&</b> too high",
+              value=value, threshold=threshold, window="5m", group=[("feature", "checkout")])
+    held = Held(duplicates=2, over_rate=1)
+    held.keys["x"] = 3
+    text, blocks = render_alert(a, "https://example.com/?q=a%20b", "Open", held, 10, "llm-collector slack")
+    assert SlackServer()._check({"text": text, "blocks": blocks}) is None
+    dumped = json.dumps(blocks)
+    assert expect in dumped and "&lt;b&gt;&amp;&lt;/b&gt;" in dumped and "3 alerts held back" in dumped
+
+
 @pytest.mark.parametrize("cfg,needle", [
     ({}, "webhook_url"),
     ({"token": "x"}, "channel is required"),
