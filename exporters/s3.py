@@ -393,6 +393,17 @@ def map_error(err: BaseException, bucket: str) -> Exception:
     return RetryableError(f"S3 bucket {bucket!r}: {type(err).__name__}: {err}")
 
 
+def _helper_batches() -> bool:
+    """Does the shared delivery helper merge queued batches per ``sending_queue.batch`` by itself?"""
+    if getattr(BaseExporter, "batches_in_queue", False):
+        return True
+    try:
+        from collector import queue
+    except ImportError:
+        return False
+    return hasattr(queue, "SendingQueue")
+
+
 class S3Exporter(BaseExporter):
     config: S3ExporterConfig
 
@@ -402,7 +413,7 @@ class S3Exporter(BaseExporter):
         self._client: Any = None
         # Group commit, used only while the delivery helper does not batch inside the queue itself.
         q = config.sending_queue
-        self._grouping = q.enabled and q.batch is not None and not getattr(BaseExporter, "batches_in_queue", False)
+        self._grouping = q.enabled and q.batch is not None and not _helper_batches()
         self._open_groups: dict[Signal, _Group] = {}
         self._flush_tasks: dict[Signal, asyncio.Task[None]] = {}
         self._failed: dict[int, tuple[Batch, _Group]] = {}

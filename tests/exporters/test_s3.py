@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from exporters.s3 import S3Exporter, S3ExporterConfig, map_error
 from tests.helpers import ROOT, CollectorProcess, free_port, wait_for
 
 SECRET = "SECRET-PROMPT-7d1f"
-WHEN_NS = 1772600767_000_000_000  # 2026-03-04T05:06:07Z
+WHEN_NS = 1772600767_000_000_000  # 2026-03-04T05:06:07Z: when the spans happened
+RECEIVED_NS = time.time_ns()  # when the collector got them: the partition (and queue age) go by this
+PARTITION = time.strftime("year=%Y/month=%m/day=%d/hour=%H/minute=%M", time.gmtime(RECEIVED_NS / 1e9))
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -107,7 +110,7 @@ def trace_batch(n: int, seed: int, when_ns: int = WHEN_NS) -> Batch:
         if i == 3:
             s.status.code = 2
             s.status.message = "upstream timeout"
-    return Batch(Signal.TRACES, req, received_ns=when_ns)
+    return Batch(Signal.TRACES, req, received_ns=RECEIVED_NS)
 
 
 def exporter(endpoint: str, bucket: str, **over: Any) -> S3Exporter:
@@ -143,8 +146,7 @@ async def test_ndjson_one_object_partitioned_no_content(moto: str, bucket: str) 
     objs = objects(moto, bucket)
     assert len(objs) == 1, list(objs)  # five requests, one object
     key, data = next(iter(objs.items()))
-    m = re.fullmatch(r"llm/archive/year=2026/month=03/day=04/hour=05/minute=06/traces_([0-9a-f]{32})\.ndjson\.gz",
-                     key)
+    m = re.fullmatch(rf"llm/archive/{PARTITION}/traces_([0-9a-f]{{32}})\.ndjson\.gz", key)
     assert m, key
     body = gzip.decompress(data)
     assert hashlib.sha256(body).hexdigest()[:32] == m.group(1)
@@ -178,7 +180,7 @@ async def test_otlp_marshalers_decode_back(moto: str, bucket: str, marshaler: st
     assert len(objs) == 1
     key, body = next(iter(objs.items()))
     ext = "json" if marshaler == "otlp_json" else "binpb"
-    assert re.fullmatch(rf"year=2026/month=03/day=04/hour=05/minute=06/traces_[0-9a-f]{{32}}\.{ext}", key), key
+    assert re.fullmatch(rf"{PARTITION}/traces_[0-9a-f]{{32}}\.{ext}", key), key
     if marshaler == "otlp_json":
         from collector.pdata import from_otlp_json
         req = from_otlp_json(Signal.TRACES, body)
@@ -211,7 +213,7 @@ async def test_logs_ndjson_strip_content_event_bodies(moto: str, bucket: str) ->
         rec.attributes.append(new_keyvalue("tenant.id", "acme"))
     exp = exporter(moto, bucket, sending_queue={"enabled": False, "batch": None})
     await exp.start()
-    await exp.consume(Batch(Signal.LOGS, req, received_ns=WHEN_NS))
+    await exp.consume(Batch(Signal.LOGS, req, received_ns=RECEIVED_NS))
     await exp.shutdown()
     (key, data), = objects(moto, bucket).items()
     assert "/logs_" in key and key.endswith(".ndjson.gz")
@@ -245,7 +247,7 @@ async def test_retried_upload_overwrites_same_object(moto: str, bucket: str) -> 
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", proxy)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
