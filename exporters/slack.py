@@ -416,17 +416,20 @@ class SlackExporter(BaseExporter):
         self._session = aiohttp.ClientSession()
         c = self.config
         t = max(1, int(c.timeout or 10))
+        # slack-sdk logs the webhook URL and the Authorization header at debug level: keep its logger above that
+        sdk_log = logging.getLogger(f"llm_collector.exporter.{self.id}.slack_sdk")
+        sdk_log.setLevel(logging.WARNING)
         if c.webhook_url is not None:
             from slack_sdk.webhook.async_client import AsyncWebhookClient
 
             self._webhook = AsyncWebhookClient(c.webhook_url.get_secret_value(), timeout=t, session=self._session,
-                                               retry_handlers=[])
+                                               retry_handlers=[], logger=sdk_log)
         else:
             from slack_sdk.web.async_client import AsyncWebClient
 
             assert c.token is not None
             self._web = AsyncWebClient(token=c.token.get_secret_value(), base_url=c.api_url, timeout=t,
-                                       session=self._session, retry_handlers=[])
+                                       session=self._session, retry_handlers=[], logger=sdk_log)
         if Signal.TRACES in self.settings.signals and not c.rules:
             self.log.warning("slack exporter %s is in a traces pipeline without rules: spans post nothing", self.id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -166,7 +167,8 @@ async def wait_until(pred: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_webhook_budget_alert_block_kit(slack: SlackServer) -> None:
+async def test_webhook_budget_alert_block_kit(slack: SlackServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     exp = make({"webhook_url": slack.webhook(),
                 "link_template": "https://cloud.langfuse.com/project/p1/traces/{trace_id}?tenant={llm.budget.key}"})
     await exp.start()
@@ -180,6 +182,8 @@ async def test_webhook_budget_alert_block_kit(slack: SlackServer) -> None:
     assert "daily 2026-03-04" in blocks and "critical" in blocks
     assert f"https://cloud.langfuse.com/project/p1/traces/{TRACE_ID.hex()}?tenant=acme" in blocks
     assert "acme" in msg["text"]
+    ours = [r.getMessage() for r in caplog.records if r.name != "aiohttp.access"]  # not the test server's log
+    assert not any("/services/T0/B0/good" in m for m in ours)  # the URL is a secret, even at debug
 
 
 async def test_chat_post_message(slack: SlackServer) -> None:
