@@ -137,7 +137,7 @@ def span_ids(batches: list[Batch]) -> set[str]:
 
 
 async def test_ndjson_one_object_partitioned_no_content(moto: str, bucket: str) -> None:
-    exp = exporter(moto, bucket)
+    exp = exporter(moto, bucket, s3uploader={"sse": "AES256", "storage_class": "STANDARD_IA"})
     await exp.start()
     batches = [trace_batch(20, seed) for seed in range(5)]
     for b in batches:
@@ -150,6 +150,9 @@ async def test_ndjson_one_object_partitioned_no_content(moto: str, bucket: str) 
     assert m, key
     body = gzip.decompress(data)
     assert hashlib.sha256(body).hexdigest()[:32] == m.group(1)
+    head = s3client(moto).head_object(Bucket=bucket, Key=key)
+    assert head["ServerSideEncryption"] == "AES256" and head["StorageClass"] == "STANDARD_IA"
+    assert head["ContentType"] == "application/x-ndjson"
     assert SECRET.encode() not in body
     rows = [json.loads(line) for line in body.decode().splitlines()]
     assert {r["span_id"] for r in rows} == span_ids(batches) and len(rows) == 100
