@@ -1,0 +1,896 @@
+"""Processor `tail_sampling`: decides per trace, after ``decision_wait``, from all the spans seen so far.
+
+The Collector's keys and policy shapes (``always_sample``, ``status_code``, ``latency``, ``string_attribute``,
+``numeric_attribute``, ``boolean_attribute``, ``probabilistic``, ``rate_limiting``, ``span_count``, ``and``,
+``composite``) plus LLM policies: ``cost`` (keep traces that cost at least ``min_cost_usd``),
+``budget_exceeded`` (a span carries ``llm.budget.exceeded = true``) and ``tenant_rate`` (a sampling
+percentage per tenant). A trace is kept when any policy samples it (an ``invert_match`` policy that matches
+drops it, as in the Collector). Policies are evaluated in order and evaluation stops at the first one that
+samples, so put cheap policies (``status_code``) first.
+
+How it holds data: an incoming request is kept whole, with its spans grouped by trace id per scope (no
+per-span objects). Every trace in a request was first seen at or before the request arrived, so when the
+request's own ``decision_wait`` has passed, every trace in it can be decided; the request is then filtered in
+place and forwarded. Spans of an already decided trace follow the cached decision. With
+``storage: file_storage[/name]`` the held requests are also written to a SQLite file before ``consume``
+returns (so before the receiver acknowledges the client) and deleted once forwarded: a SIGKILL during
+``decision_wait`` loses nothing, and on restart the held requests are decided and forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from prometheus_client import Counter, Gauge
+from pydantic import Field, model_validator
+
+from collector import genai
+from collector import telemetry as tm
+from collector.component import CreateSettings, Factory, Kind
+from collector.config import Duration, StrictModel
+from collector.pdata import Batch, Signal
+from collector.errors import ConfigError
+from processors._hashing import fnv64a_many, fnv64a_state, threshold64
+
+__all__ = ["TailSamplingConfig", "TailSampler", "PolicyConfig"]
+
+log = logging.getLogger(__name__)
+
+traces_sampled = Counter(
+    "otelcol_processor_tail_sampling_count_traces_sampled",
+    "Count of traces that were sampled or not per sampling policy.",
+    ["processor", "policy", "sampled"], registry=tm.REGISTRY,
+)
+traces_on_memory = Gauge(
+    "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+    "Tracks the number of traces current on memory.", ["processor"], registry=tm.REGISTRY,
+)
+early_decisions = Counter(
+    "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
+    "Traces decided before decision_wait because num_traces was reached.", ["processor"],
+    registry=tm.REGISTRY,
+)
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+class StatusCodeCfg(StrictModel):
+    status_codes: list[Literal["OK", "ERROR", "UNSET"]] = Field(min_length=1)
+
+
+class LatencyCfg(StrictModel):
+    threshold_ms: int = Field(ge=0)
+    upper_threshold_ms: int = Field(default=0, ge=0)
+
+
+class StringAttributeCfg(StrictModel):
+    key: str
+    values: list[str] = Field(min_length=1)
+    enabled_regex_matching: bool = False
+    cache_max_size: int = Field(default=0, ge=0)
+    invert_match: bool = False
+
+
+class NumericAttributeCfg(StrictModel):
+    key: str
+    min_value: float | None = None
+    max_value: float | None = None
+    invert_match: bool = False
+
+
+class BooleanAttributeCfg(StrictModel):
+    key: str
+    value: bool
+    invert_match: bool = False
+
+
+class ProbabilisticCfg(StrictModel):
+    hash_salt: str = ""
+    sampling_percentage: float = Field(ge=0, le=100)
+
+
+class RateLimitingCfg(StrictModel):
+    spans_per_second: int = Field(ge=1)
+
+
+class SpanCountCfg(StrictModel):
+    min_spans: int = Field(ge=0)
+    max_spans: int = Field(default=0, ge=0)
+
+
+class CostCfg(StrictModel):
+    min_cost_usd: float = Field(ge=0)
+
+
+class BudgetExceededCfg(StrictModel):
+    pass
+
+
+class TenantRateCfg(StrictModel):
+    sampling_percentage: float = Field(default=100.0, ge=0, le=100)
+    tenants: dict[str, float] = Field(default_factory=dict)
+    hash_salt: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "TenantRateCfg":
+        for k, v in self.tenants.items():
+            if not 0 <= v <= 100:
+                raise ValueError(f"tenants.{k}: a percentage must be between 0 and 100")
+        return self
+
+
+class RateAllocationCfg(StrictModel):
+    policy: str
+    percent: float = Field(ge=0, le=100)
+
+
+_TYPES = ("always_sample", "status_code", "latency", "string_attribute", "numeric_attribute",
+          "boolean_attribute", "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost",
+          "budget_exceeded", "tenant_rate")
+_NEEDS_CFG = {"status_code", "latency", "string_attribute", "numeric_attribute", "boolean_attribute",
+              "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost"}
+
+
+class AndCfg(StrictModel):
+    and_sub_policy: list["PolicyConfig"] = Field(min_length=1)
+
+
+class CompositeCfg(StrictModel):
+    max_total_spans_per_second: int = Field(ge=1)
+    policy_order: list[str] = Field(min_length=1)
+    composite_sub_policy: list["PolicyConfig"] = Field(min_length=1)
+    rate_allocation: list[RateAllocationCfg] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "CompositeCfg":
+        names = {p.name for p in self.composite_sub_policy}
+        for n in self.policy_order:
+            if n not in names:
+                raise ValueError(f"policy_order names {n!r}, which is not a composite_sub_policy")
+        for ra in self.rate_allocation:
+            if ra.policy not in names:
+                raise ValueError(f"rate_allocation names {ra.policy!r}, which is not a composite_sub_policy")
+        return self
+
+
+class PolicyConfig(StrictModel):
+    name: str
+    type: Literal[
+        "always_sample", "status_code", "latency", "string_attribute", "numeric_attribute",
+        "boolean_attribute", "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost",
+        "budget_exceeded", "tenant_rate",
+    ]
+    status_code: StatusCodeCfg | None = None
+    latency: LatencyCfg | None = None
+    string_attribute: StringAttributeCfg | None = None
+    numeric_attribute: NumericAttributeCfg | None = None
+    boolean_attribute: BooleanAttributeCfg | None = None
+    probabilistic: ProbabilisticCfg | None = None
+    rate_limiting: RateLimitingCfg | None = None
+    span_count: SpanCountCfg | None = None
+    cost: CostCfg | None = None
+    budget_exceeded: BudgetExceededCfg | None = None
+    tenant_rate: TenantRateCfg | None = None
+    and_: AndCfg | None = Field(default=None, alias="and")
+    composite: CompositeCfg | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "PolicyConfig":
+        attr = "and_" if self.type == "and" else self.type
+        if self.type in _NEEDS_CFG and getattr(self, attr) is None:
+            raise ValueError(f"policy {self.name!r} of type {self.type} needs its `{self.type}:` settings")
+        for t in _TYPES:
+            a = "and_" if t == "and" else t
+            if t != self.type and getattr(self, a, None) is not None:
+                raise ValueError(f"policy {self.name!r} is of type {self.type} but has `{t}:` settings")
+        if self.type == "string_attribute" and self.string_attribute and self.string_attribute.enabled_regex_matching:
+            for i, v in enumerate(self.string_attribute.values):
+                try:
+                    re.compile(v)
+                except re.error as e:
+                    raise ValueError(f"string_attribute.values.{i}: invalid regex {v!r}: {e}") from None
+        return self
+
+
+class DecisionCacheCfg(StrictModel):
+    sampled_cache_size: int = Field(default=0, ge=0)
+    non_sampled_cache_size: int = Field(default=0, ge=0)
+
+
+class TailSamplingConfig(StrictModel):
+    decision_wait: Duration = 30.0
+    num_traces: int = Field(default=50000, ge=1)
+    expected_new_traces_per_sec: int = Field(default=0, ge=0)
+    decision_cache: DecisionCacheCfg = Field(default_factory=DecisionCacheCfg)
+    policies: list[PolicyConfig] = Field(min_length=1)
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "TailSamplingConfig":
+        names = [p.name for p in self.policies]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"policy names must be unique (repeated: {', '.join(sorted(dup))})")
+        return self
+
+
+AndCfg.model_rebuild()
+CompositeCfg.model_rebuild()
+PolicyConfig.model_rebuild()
+
+# --- decisions ---------------------------------------------------------------------------------------------
+NOT_SAMPLED, SAMPLED, INVERT_SAMPLED, INVERT_NOT_SAMPLED = 0, 1, 2, 3
+_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+class _Held:
+    """One incoming request waiting for the decisions of its traces."""
+
+    __slots__ = ("batch", "deadline", "seq", "groups", "_present", "arrival_ns")
+
+    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> None:
+        self.batch = batch
+        self.deadline = deadline
+        self.seq = seq
+        self.arrival_ns = arrival_ns
+        # per scope: (resource_spans, scope_spans, {trace_id: [span index, ...]})
+        self.groups: list[tuple[Any, Any, dict[bytes, list[int]]]] = []
+        self._present: dict[str, bool] | None = None
+
+    def present(self, keys: frozenset[str]) -> dict[str, bool]:
+        """Which of ``keys`` occur anywhere in the request's bytes: an attribute whose key is absent there is
+        absent from every span, so most requests need no attribute scan at all."""
+        if self._present is None:
+            raw = self.batch.to_bytes()
+            self._present = {k: k.encode() in raw for k in keys}
+        return self._present
+
+
+class Trace:
+    """A trace waiting for its decision: where its spans are, no copies."""
+
+    __slots__ = ("tid", "deadline", "frags", "span_count", "_attrs", "_res")
+
+    def __init__(self, tid: bytes, deadline: float) -> None:
+        self.tid = tid
+        self.deadline = deadline
+        self.frags: list[tuple[_Held, Any, Any, list[int]]] = []
+        self.span_count = 0
+        self._attrs: list[dict[str, Any]] | None = None
+        self._res: list[dict[str, Any]] | None = None
+
+    def spans(self) -> Any:
+        for _h, _rs, ss, idx in self.frags:
+            sp = ss.spans
+            for i in idx:
+                yield sp[i]
+
+    def _gather(self, keys: frozenset[str]) -> None:
+        attrs: list[dict[str, Any]] = []
+        res: list[dict[str, Any]] = []
+        for held, rs, ss, idx in self.frags:
+            present = held.present(keys)
+            want = frozenset(k for k in keys if present[k])
+            if not want:
+                continue
+            d = {kv.key: kv.value for kv in rs.resource.attributes if kv.key in want}
+            if d:
+                res.append(d)
+            sp = ss.spans
+            for i in idx:
+                d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in want}
+                if d:
+                    attrs.append(d)
+        self._attrs, self._res = attrs, res
+
+    def span_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
+        """Per span (only spans that have one), the wanted attributes as AnyValues."""
+        if self._attrs is None:
+            self._gather(keys)
+        return self._attrs  # type: ignore[return-value]
+
+    def resource_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
+        if self._res is None:
+            self._gather(keys)
+        return self._res  # type: ignore[return-value]
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    if isinstance(v, (int, float)):
+        return v != 0
+    return False
+
+
+class _Policy:
+    name: str
+    invert = False
+    keys: frozenset[str] = frozenset()
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _Always(_Policy):
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        return SAMPLED
+
+
+class _StatusCode(_Policy):
+    def __init__(self, c: StatusCodeCfg) -> None:
+        self.codes = frozenset(_STATUS[s] for s in c.status_codes)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        codes = self.codes
+        for s in t.spans():
+            if s.status.code in codes:
+                return SAMPLED
+        return NOT_SAMPLED
+
+
+class _Latency(_Policy):
+    def __init__(self, c: LatencyCfg) -> None:
+        self.lo = c.threshold_ms * 1_000_000
+        self.hi = c.upper_threshold_ms * 1_000_000
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        start, end = None, None
+        for s in t.spans():
+            st, en = s.start_time_unix_nano, s.end_time_unix_nano
+            start = st if start is None or st < start else start
+            end = en if end is None or en > end else end
+        if start is None or end is None:
+            return NOT_SAMPLED
+        d = end - start
+        if self.hi:
+            return SAMPLED if self.lo <= d <= self.hi else NOT_SAMPLED
+        return SAMPLED if d >= self.lo else NOT_SAMPLED
+
+
+class _AttrPolicy(_Policy):
+    """Matches when any span (or resource) of the trace has the key with a matching value."""
+
+    def match(self, v: Any) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        key = next(iter(self.keys))
+        hit = False
+        for d in t.resource_attrs(keys):
+            av = d.get(key)
+            if av is not None and self.match(genai.value_of(av)):
+                hit = True
+                break
+        if not hit:
+            for d in t.span_attrs(keys):
+                av = d.get(key)
+                if av is not None and self.match(genai.value_of(av)):
+                    hit = True
+                    break
+        if self.invert:
+            return INVERT_NOT_SAMPLED if hit else INVERT_SAMPLED
+        return SAMPLED if hit else NOT_SAMPLED
+
+
+class _StringAttr(_AttrPolicy):
+    def __init__(self, c: StringAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.values = frozenset(c.values)
+        self.regexes = [re.compile(v) for v in c.values] if c.enabled_regex_matching else None
+
+    def match(self, v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        if self.regexes is not None:
+            return any(r.search(v) for r in self.regexes)
+        return v in self.values
+
+
+class _NumericAttr(_AttrPolicy):
+    def __init__(self, c: NumericAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.lo, self.hi = c.min_value, c.max_value
+
+    def match(self, v: Any) -> bool:
+        n = _num(v) if not isinstance(v, str) else None
+        if n is None:
+            return False
+        return (self.lo is None or n >= self.lo) and (self.hi is None or n <= self.hi)
+
+
+class _BooleanAttr(_AttrPolicy):
+    def __init__(self, c: BooleanAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.value = c.value
+
+    def match(self, v: Any) -> bool:
+        return isinstance(v, bool) and v == self.value
+
+
+class _Probabilistic(_Policy):
+    def __init__(self, c: ProbabilisticCfg) -> None:
+        self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
+        self.threshold = threshold64(c.sampling_percentage / 100.0)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        return SAMPLED if fnv64a_many([t.tid], self.state)[0] <= self.threshold else NOT_SAMPLED
+
+
+class _RateLimiting(_Policy):
+    def __init__(self, c: RateLimitingCfg, clock: Callable[[], float] = time.time) -> None:
+        self.sps = c.spans_per_second
+        self.second = 0
+        self.count = 0
+        self.clock = clock
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.count = now, 0
+        if self.count + t.span_count < self.sps:
+            self.count += t.span_count
+            return SAMPLED
+        return NOT_SAMPLED
+
+
+class _SpanCount(_Policy):
+    def __init__(self, c: SpanCountCfg) -> None:
+        self.lo, self.hi = c.min_spans, c.max_spans
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        n = t.span_count
+        return SAMPLED if n >= self.lo and (not self.hi or n <= self.hi) else NOT_SAMPLED
+
+
+class _Cost(_Policy):
+    """Total ``gen_ai.usage.cost`` of the trace (every name collector/genai knows for a cost)."""
+
+    def __init__(self, c: CostCfg) -> None:
+        self.min = c.min_cost_usd
+        self.names = genai.KEYS["cost"]
+        self.keys = frozenset(self.names)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        total = 0.0
+        for d in t.span_attrs(keys):
+            for n in self.names:
+                av = d.get(n)
+                if av is not None:
+                    total += _num(genai.value_of(av)) or 0.0
+                    break
+        return SAMPLED if total >= self.min and total > 0 else NOT_SAMPLED
+
+
+class _BudgetExceeded(_Policy):
+    def __init__(self) -> None:
+        self.names = genai.KEYS["budget_exceeded"]
+        self.keys = frozenset(self.names)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        for d in t.span_attrs(keys):
+            for n in self.names:
+                av = d.get(n)
+                if av is not None and _truthy(genai.value_of(av)):
+                    return SAMPLED
+        return NOT_SAMPLED
+
+
+class _TenantRate(_Policy):
+    def __init__(self, c: TenantRateCfg) -> None:
+        self.names = genai.KEYS["tenant"]
+        self.keys = frozenset(self.names)
+        self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
+        self.default = threshold64(c.sampling_percentage / 100.0)
+        self.per = {k: threshold64(v / 100.0) for k, v in c.tenants.items()}
+
+    def tenant(self, t: Trace, keys: frozenset[str]) -> str | None:
+        for src in (t.span_attrs(keys), t.resource_attrs(keys)):
+            for d in src:
+                for n in self.names:
+                    av = d.get(n)
+                    if av is not None:
+                        v = genai.value_of(av)
+                        if v not in (None, ""):
+                            return str(v)
+        return None
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        ten = self.tenant(t, keys)
+        th = self.per.get(ten, self.default) if ten is not None else self.default
+        return SAMPLED if fnv64a_many([t.tid], self.state)[0] <= th else NOT_SAMPLED
+
+
+class _And(_Policy):
+    def __init__(self, subs: list[_Policy]) -> None:
+        self.subs = subs
+        self.keys = frozenset().union(*(s.keys for s in subs))
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        for s in self.subs:
+            d = s.evaluate(t, keys)
+            if d in (NOT_SAMPLED, INVERT_NOT_SAMPLED):
+                return NOT_SAMPLED
+        return SAMPLED
+
+
+class _Composite(_Policy):
+    def __init__(self, c: CompositeCfg, subs: dict[str, _Policy], clock: Callable[[], float] = time.time) -> None:
+        self.max_total = c.max_total_spans_per_second
+        alloc = {ra.policy: ra.percent for ra in c.rate_allocation}
+        self.order = [(n, subs[n], int(self.max_total * alloc[n] / 100) if n in alloc else self.max_total)
+                      for n in c.policy_order]
+        self.keys = frozenset().union(*(s.keys for s in subs.values()))
+        self.clock = clock
+        self.second = 0
+        self.used: dict[str, int] = {}
+        self.total = 0
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.used, self.total = now, {}, 0
+        n = t.span_count
+        for name, sub, allowed in self.order:
+            d = sub.evaluate(t, keys)
+            if d in (SAMPLED, INVERT_SAMPLED):
+                used = self.used.get(name, 0)
+                if used + n <= allowed and self.total + n <= self.max_total:
+                    self.used[name] = used + n
+                    self.total += n
+                    return SAMPLED
+        return NOT_SAMPLED
+
+
+def build_policy(p: PolicyConfig, clock: Callable[[], float] = time.time) -> _Policy:
+    t = p.type
+    pol: _Policy
+    if t == "always_sample":
+        pol = _Always()
+    elif t == "status_code":
+        assert p.status_code is not None
+        pol = _StatusCode(p.status_code)
+    elif t == "latency":
+        assert p.latency is not None
+        pol = _Latency(p.latency)
+    elif t == "string_attribute":
+        assert p.string_attribute is not None
+        pol = _StringAttr(p.string_attribute)
+    elif t == "numeric_attribute":
+        assert p.numeric_attribute is not None
+        pol = _NumericAttr(p.numeric_attribute)
+    elif t == "boolean_attribute":
+        assert p.boolean_attribute is not None
+        pol = _BooleanAttr(p.boolean_attribute)
+    elif t == "probabilistic":
+        assert p.probabilistic is not None
+        pol = _Probabilistic(p.probabilistic)
+    elif t == "rate_limiting":
+        assert p.rate_limiting is not None
+        pol = _RateLimiting(p.rate_limiting, clock)
+    elif t == "span_count":
+        assert p.span_count is not None
+        pol = _SpanCount(p.span_count)
+    elif t == "cost":
+        assert p.cost is not None
+        pol = _Cost(p.cost)
+    elif t == "budget_exceeded":
+        pol = _BudgetExceeded()
+    elif t == "tenant_rate":
+        pol = _TenantRate(p.tenant_rate or TenantRateCfg())
+    elif t == "and":
+        assert p.and_ is not None
+        pol = _And([build_policy(s, clock) for s in p.and_.and_sub_policy])
+    else:
+        assert p.composite is not None
+        subs = {s.name: build_policy(s, clock) for s in p.composite.composite_sub_policy}
+        pol = _Composite(p.composite, subs, clock)
+    pol.name = p.name
+    return pol
+
+
+# --- the processor -----------------------------------------------------------------------------------------
+class _Store:
+    """Held requests on disk (SQLite, WAL): written before consume returns, deleted once forwarded."""
+
+    def __init__(self, path: str, fsync: bool) -> None:
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self.db.execute("CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, arrival_ns INTEGER NOT NULL, "
+                        "metadata TEXT NOT NULL, data BLOB NOT NULL)")
+
+    def load(self) -> list[tuple[int, int, str, bytes]]:
+        return list(self.db.execute("SELECT seq, arrival_ns, metadata, data FROM held ORDER BY seq"))
+
+    def put(self, seq: int, arrival_ns: int, metadata: str, data: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?)", (seq, arrival_ns, metadata, data))
+
+    def delete(self, seq: int) -> None:
+        self.db.execute("DELETE FROM held WHERE seq = ?", (seq,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class TailSampler:
+    """Stateful processor: holds ``settings.next`` and forwards from a timer task."""
+
+    def __init__(self, settings: CreateSettings, config: TailSamplingConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        assert settings.next is not None, "a processor needs a next consumer"
+        self.settings = settings
+        self.config = config
+        self.next = settings.next
+        self.log = settings.logger
+        self._rl = tm.RateLimitedLogger(self.log)
+        self.clock = clock
+        self.policies = [build_policy(p) for p in config.policies]
+        self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
+        self._invert = any(_has_invert(p) for p in config.policies)
+        self.pending: dict[bytes, Trace] = {}
+        self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
+        self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
+                               + config.decision_cache.non_sampled_cache_size)
+        self.held: collections.deque[_Held] = collections.deque()
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._store: _Store | None = None
+        self._stopped = False
+        self._lock = asyncio.Lock()
+        pid, sid = settings.pipeline or "", str(settings.id)
+        self._in = tm.processor_incoming.labels(sid, pid, "traces")
+        self._out = tm.processor_outgoing.labels(sid, pid, "traces")
+        self._mem = traces_on_memory.labels(sid)
+        self._early = early_decisions.labels(sid)
+        self._counters = {(p.name, s): traces_sampled.labels(sid, p.name, s)
+                          for p in self.policies for s in ("true", "false")}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.config.storage:
+            ext = self.settings.host.extension(self.config.storage)
+            path = ext.path_for("processor", str(self.settings.id))
+            self._store = _Store(path, bool(getattr(ext, "fsync", False)))
+            restored = self._store.load()
+            now_wall, now = time.time_ns(), self.clock()
+            for seq, arrival_ns, md, data in restored:
+                try:
+                    batch = Batch.from_bytes(Signal.TRACES, data, metadata=json.loads(md), received_ns=arrival_ns)
+                except Exception as e:  # noqa: BLE001 - a bad row must not stop the rest
+                    self.log.error("tail_sampling: dropping an unreadable stored request %d: %s", seq, e)
+                    self._store.delete(seq)
+                    continue
+                left = self.config.decision_wait - (now_wall - arrival_ns) / 1e9
+                self._seq = max(self._seq, seq)
+                self._hold(batch, now + max(0.0, min(left, self.config.decision_wait)), seq, arrival_ns)
+            if restored:
+                self.log.info("tail_sampling: restored %d held requests from %s", len(restored), path)
+        self._task = asyncio.create_task(self._run(), name=f"tail_sampling {self.settings.id}")
+
+    async def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self.flush()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def flush(self) -> None:
+        """Decide and forward everything held now (shutdown)."""
+        async with self._lock:
+            while self.held:
+                await self._release(self.held.popleft())
+
+    # -- data path ------------------------------------------------------------------------------------
+    async def consume(self, batch: Batch) -> None:
+        n = batch.item_count()
+        self._in.inc(n)
+        if n == 0:
+            return
+        self._seq += 1
+        seq, arrival_ns = self._seq, batch.received_ns or time.time_ns()
+        entry, new = self._hold(batch, self.clock() + self.config.decision_wait, seq, arrival_ns)
+        if not new:  # every trace already decided: late spans follow the cached decision now
+            self._apply(entry)
+            await self._forward(batch)
+            return
+        if self._store is not None:
+            self._store.put(seq, arrival_ns, json.dumps(dict(batch.metadata)), batch.to_bytes())
+        if len(self.pending) > self.config.num_traces:
+            async with self._lock:
+                while len(self.pending) > self.config.num_traces and self.held:
+                    self._early.inc()
+                    await self._release(self.held.popleft())
+        self._wake.set()
+
+    def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
+        entry = _Held(batch, deadline, seq, arrival_ns)
+        pending, decided = self.pending, self.decided
+        new = False
+        for rs in batch.request.resource_spans:
+            for ss in rs.scope_spans:
+                groups: dict[bytes, list[int]] = {}
+                for i, sp in enumerate(ss.spans):
+                    tid = sp.trace_id
+                    g = groups.get(tid)
+                    if g is None:
+                        groups[tid] = [i]
+                    else:
+                        g.append(i)
+                entry.groups.append((rs, ss, groups))
+                for tid, idx in groups.items():
+                    tr = pending.get(tid)
+                    if tr is None:
+                        if tid in decided:
+                            continue
+                        tr = pending[tid] = Trace(tid, deadline)
+                    new = True
+                    tr.frags.append((entry, rs, ss, idx))
+                    tr.span_count += len(idx)
+        if new:
+            self.held.append(entry)
+            self._mem.set(len(pending))
+        return entry, new
+
+    def decide(self, tr: Trace) -> bool:
+        keys = self.keys
+        sampled = False
+        inverted_drop = False
+        for p in self.policies:
+            d = p.evaluate(tr, keys)
+            hit = d in (SAMPLED, INVERT_SAMPLED)
+            self._counters[(p.name, "true" if hit else "false")].inc()
+            if d == INVERT_NOT_SAMPLED:
+                inverted_drop = True
+            if hit:
+                sampled = True
+                if not self._invert:
+                    break
+        return sampled and not inverted_drop
+
+    def _decide_entry(self, entry: _Held) -> None:
+        pending, decided = self.pending, self.decided
+        for _rs, _ss, groups in entry.groups:
+            for tid in groups:
+                tr = pending.pop(tid, None)
+                if tr is None:
+                    continue
+                decided[tid] = self.decide(tr)
+                tr.frags.clear()
+        while len(decided) > self._cache_size:
+            decided.popitem(last=False)
+        self._mem.set(len(pending))
+
+    def _apply(self, entry: _Held) -> None:
+        """Drop, in place, the spans of the entry's traces that are not sampled (undecided counts as not)."""
+        decided = self.decided
+        changed = False
+        for _rs, ss, groups in entry.groups:
+            changed |= _drop(ss.spans, groups, decided)
+        if changed:
+            req = entry.batch.request
+            for r in range(len(req.resource_spans) - 1, -1, -1):
+                rs = req.resource_spans[r]
+                for j in range(len(rs.scope_spans) - 1, -1, -1):
+                    if not rs.scope_spans[j].spans:
+                        del rs.scope_spans[j]
+                if not rs.scope_spans:
+                    del req.resource_spans[r]
+            entry.batch.modified()
+        entry.groups = []
+
+    async def _release(self, entry: _Held) -> None:
+        self._decide_entry(entry)
+        self._apply(entry)
+        await self._forward(entry.batch)
+        if self._store is not None:
+            self._store.delete(entry.seq)
+
+    async def _forward(self, batch: Batch) -> None:
+        n = batch.item_count()
+        if n == 0:
+            return
+        for attempt in range(5):
+            try:
+                await self.next.consume(batch)
+                self._out.inc(n)
+                return
+            except Exception as e:  # noqa: BLE001 - a refusing exporter must not kill the timer
+                if attempt == 4 or self._stopped:
+                    self._rl.log(logging.ERROR, "fwd", "tail_sampling: dropping %d sampled spans: %s", n, e)
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            if not self.held:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self.held[0].deadline - self.clock()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            async with self._lock:
+                now = self.clock()
+                while self.held and self.held[0].deadline <= now and not self._stopped:
+                    try:
+                        await self._release(self.held.popleft())
+                    except Exception:  # noqa: BLE001 - keep the timer alive
+                        self.log.exception("tail_sampling: failed to release a held request")
+
+
+def _drop(spans: Any, groups: dict[bytes, list[int]], decided: dict[bytes, bool]) -> bool:
+    """Delete the spans of the groups whose trace is not sampled; True when anything was deleted."""
+    dead: list[int] = []
+    for tid, idx in groups.items():
+        if not decided.get(tid, False):
+            dead.extend(idx)
+    if not dead:
+        return False
+    if len(dead) == len(spans):
+        del spans[:]
+        return True
+    dead.sort(reverse=True)
+    for i in dead:
+        del spans[i]
+    return True
+
+
+def _has_invert(p: PolicyConfig) -> bool:
+    for c in (p.string_attribute, p.numeric_attribute, p.boolean_attribute):
+        if c is not None and c.invert_match:
+            return True
+    return False
+
+
+def _create(settings: CreateSettings, config: TailSamplingConfig) -> TailSampler:
+    if settings.signal is not None and settings.signal is not Signal.TRACES:
+        raise ConfigError([f"processors::{settings.id}: tail_sampling supports traces only"])
+    return TailSampler(settings, config)
+
+
+FACTORIES = [
+    Factory("tail_sampling", Kind.PROCESSOR, TailSamplingConfig, _create, frozenset({Signal.TRACES}),
+            description="samples whole traces after decision_wait by policies (errors, latency, cost, budget...)",
+            example={"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}),
+]
