@@ -39,14 +39,16 @@ SHAPES = {"litellm": LITELLM, "openllmetry": OPENLLMETRY, "openinference": OPENI
 
 
 def sdk_provider(endpoint: str, service: str = "llm-app") -> tuple[Any, Any]:
-    """(TracerProvider, tracer) exporting synchronously over OTLP/gRPC to ``endpoint``."""
+    """(TracerProvider, tracer) exporting over OTLP/gRPC to ``endpoint``; ``tp.force_flush()`` returns once
+    the collector acknowledged every span."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     tp = TracerProvider(resource=Resource.create({"service.name": service}))
-    tp.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True)))
+    tp.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True),
+                                             max_export_batch_size=256, schedule_delay_millis=50))
     return tp, tp.get_tracer("llm-tests")
 
 
