@@ -40,6 +40,7 @@ from collector.config import Duration, StrictModel
 from collector.pdata import Batch, Signal
 from collector.errors import ConfigError
 from processors._hashing import fnv64a_many, fnv64a_state, threshold64
+from processors._presence import items_containing
 
 __all__ = ["TailSamplingConfig", "TailSampler", "PolicyConfig"]
 
@@ -235,24 +236,33 @@ _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 class _Held:
     """One incoming request waiting for the decisions of its traces."""
 
-    __slots__ = ("batch", "deadline", "seq", "groups", "_present", "arrival_ns")
+    __slots__ = ("batch", "deadline", "seq", "groups", "arrival_ns", "captured", "res_values", "_hits")
 
     def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> None:
         self.batch = batch
         self.deadline = deadline
         self.seq = seq
         self.arrival_ns = arrival_ns
-        # per scope: (resource_spans, scope_spans, {trace_id: [span index, ...]})
-        self.groups: list[tuple[Any, Any, dict[bytes, list[int]]]] = []
-        self._present: dict[str, bool] | None = None
+        # per scope: (resource_spans, scope_spans, scope ordinal, {trace_id: [span index, ...]})
+        self.groups: list[tuple[Any, Any, int, dict[bytes, list[int]]]] = []
+        # "index" mode (values taken from collector/genai's shared per-request index at consume time):
+        # (scope ordinal, span index) -> {key: AnyValue}; None in "bytes" mode
+        self.captured: dict[tuple[int, int], dict[str, Any]] | None = None
+        self.res_values: dict[int, dict[str, Any]] = {}
+        self._hits: set[tuple[int, int]] | None = None
 
-    def present(self, keys: frozenset[str]) -> dict[str, bool]:
-        """Which of ``keys`` occur anywhere in the request's bytes: an attribute whose key is absent there is
-        absent from every span, so most requests need no attribute scan at all."""
-        if self._present is None:
-            raw = self.batch.to_bytes()
-            self._present = {k: k.encode() in raw for k in keys}
-        return self._present
+    def hits(self, keys: frozenset[str]) -> set[tuple[int, int]]:
+        """Bytes mode: the spans whose serialised form contains one of ``keys`` (most requests: none)."""
+        if self._hits is None:
+            self._hits = items_containing(self.batch.to_bytes(), keys)
+        return self._hits
+
+    def resource(self, rs: Any, keys: frozenset[str]) -> dict[str, Any]:
+        d = self.res_values.get(id(rs))
+        if d is None:
+            d = {kv.key: kv.value for kv in rs.resource.attributes if kv.key in keys}
+            self.res_values[id(rs)] = d
+        return d
 
 
 class Trace:
@@ -263,45 +273,46 @@ class Trace:
     def __init__(self, tid: bytes, deadline: float) -> None:
         self.tid = tid
         self.deadline = deadline
-        self.frags: list[tuple[_Held, Any, Any, list[int]]] = []
+        self.frags: list[tuple[_Held, Any, Any, int, list[int]]] = []
         self.span_count = 0
         self._attrs: list[dict[str, Any]] | None = None
         self._res: list[dict[str, Any]] | None = None
 
     def spans(self) -> Any:
-        for _h, _rs, ss, idx in self.frags:
+        for _h, _rs, ss, _o, idx in self.frags:
             sp = ss.spans
             for i in idx:
                 yield sp[i]
 
-    def _gather(self, keys: frozenset[str]) -> None:
-        attrs: list[dict[str, Any]] = []
-        res: list[dict[str, Any]] = []
-        for held, rs, ss, idx in self.frags:
-            present = held.present(keys)
-            want = frozenset(k for k in keys if present[k])
-            if not want:
-                continue
-            d = {kv.key: kv.value for kv in rs.resource.attributes if kv.key in want}
-            if d:
-                res.append(d)
-            sp = ss.spans
-            for i in idx:
-                d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in want}
-                if d:
-                    attrs.append(d)
-        self._attrs, self._res = attrs, res
-
     def span_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
         """Per span (only spans that have one), the wanted attributes as AnyValues."""
-        if self._attrs is None:
-            self._gather(keys)
-        return self._attrs  # type: ignore[return-value]
+        if self._attrs is not None:
+            return self._attrs
+        attrs: list[dict[str, Any]] = []
+        for held, _rs, ss, ordinal, idx in self.frags:
+            cap = held.captured
+            if cap is not None:
+                for i in idx:
+                    d = cap.get((ordinal, i))
+                    if d:
+                        attrs.append(d)
+                continue
+            hits = held.hits(keys)
+            if not hits:
+                continue
+            sp = ss.spans
+            for i in idx:
+                if (ordinal, i) in hits:
+                    d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in keys}
+                    if d:
+                        attrs.append(d)
+        self._attrs = attrs
+        return attrs
 
     def resource_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
         if self._res is None:
-            self._gather(keys)
-        return self._res  # type: ignore[return-value]
+            self._res = [d for held, rs, _ss, _o, _i in self.frags if (d := held.resource(rs, keys))]
+        return self._res
 
 
 def _num(v: Any) -> float | None:
@@ -329,6 +340,10 @@ class _Policy:
     name: str
     invert = False
     keys: frozenset[str] = frozenset()
+
+    def prepare(self, tids: list[bytes]) -> None:
+        """Called with the trace ids about to be decided together (hash them in one go)."""
+        return None
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -437,9 +452,16 @@ class _Probabilistic(_Policy):
     def __init__(self, c: ProbabilisticCfg) -> None:
         self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
         self.threshold = threshold64(c.sampling_percentage / 100.0)
+        self.hashes: dict[bytes, int] = {}
+
+    def prepare(self, tids: list[bytes]) -> None:
+        self.hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
-        return SAMPLED if fnv64a_many([t.tid], self.state)[0] <= self.threshold else NOT_SAMPLED
+        h = self.hashes.get(t.tid)
+        if h is None:
+            h = fnv64a_many([t.tid], self.state)[0]
+        return SAMPLED if h <= self.threshold else NOT_SAMPLED
 
 
 class _RateLimiting(_Policy):
@@ -508,6 +530,10 @@ class _TenantRate(_Policy):
         self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
         self.default = threshold64(c.sampling_percentage / 100.0)
         self.per = {k: threshold64(v / 100.0) for k, v in c.tenants.items()}
+        self.hashes: dict[bytes, int] = {}
+
+    def prepare(self, tids: list[bytes]) -> None:
+        self.hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
 
     def tenant(self, t: Trace, keys: frozenset[str]) -> str | None:
         for src in (t.span_attrs(keys), t.resource_attrs(keys)):
@@ -523,13 +549,20 @@ class _TenantRate(_Policy):
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         ten = self.tenant(t, keys)
         th = self.per.get(ten, self.default) if ten is not None else self.default
-        return SAMPLED if fnv64a_many([t.tid], self.state)[0] <= th else NOT_SAMPLED
+        h = self.hashes.get(t.tid)
+        if h is None:
+            h = fnv64a_many([t.tid], self.state)[0]
+        return SAMPLED if h <= th else NOT_SAMPLED
 
 
 class _And(_Policy):
     def __init__(self, subs: list[_Policy]) -> None:
         self.subs = subs
         self.keys = frozenset().union(*(s.keys for s in subs))
+
+    def prepare(self, tids: list[bytes]) -> None:
+        for s in self.subs:
+            s.prepare(tids)
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         for s in self.subs:
@@ -550,6 +583,10 @@ class _Composite(_Policy):
         self.second = 0
         self.used: dict[str, int] = {}
         self.total = 0
+
+    def prepare(self, tids: list[bytes]) -> None:
+        for _n, sub, _a in self.order:
+            sub.prepare(tids)
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         now = int(self.clock())
@@ -656,6 +693,9 @@ class TailSampler:
         self.policies = [build_policy(p) for p in config.policies]
         self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
         self._invert = any(_has_invert(p) for p in config.policies)
+        is_indexed = getattr(genai, "is_indexed", None)
+        self._shared = bool(self.keys) and hasattr(genai, "indexes") and is_indexed is not None \
+            and all(is_indexed(k) for k in self.keys)
         self.pending: dict[bytes, Trace] = {}
         self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
         self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
@@ -741,8 +781,22 @@ class TailSampler:
     def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
         entry = _Held(batch, deadline, seq, arrival_ns)
         pending, decided = self.pending, self.decided
+        keys = self.keys
+        # Attribute values: when the request was changed upstream (no bytes at hand) and collector/genai keeps
+        # a shared per-request index (the earlier processors of the chain built it), take the few values the
+        # policies need from it now, while it is warm; otherwise find them later in the request's bytes.
+        capture = bool(keys) and self._shared and not batch.has_bytes
+        req = batch.request
+        if capture:
+            entry.captured = {}
+            indexes = genai.indexes  # type: ignore[attr-defined]
         new = False
-        for rs in batch.request.resource_spans:
+        ordinal = 0
+        for rs in req.resource_spans:
+            if capture:
+                res = genai.indexes(req, rs.scope_spans[0].spans[0], rs.resource)[1] \
+                    if rs.scope_spans and rs.scope_spans[0].spans else {}  # type: ignore[attr-defined]
+                entry.res_values[id(rs)] = {k: res[k].value for k in keys if k in res}
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
                 for i, sp in enumerate(ss.spans):
@@ -752,7 +806,12 @@ class TailSampler:
                         groups[tid] = [i]
                     else:
                         g.append(i)
-                entry.groups.append((rs, ss, groups))
+                    if capture:
+                        own = indexes(req, sp)[0]
+                        d = {k: own[k].value for k in keys if k in own}
+                        if d:
+                            entry.captured[(ordinal, i)] = d  # type: ignore[index]
+                entry.groups.append((rs, ss, ordinal, groups))
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
@@ -760,21 +819,24 @@ class TailSampler:
                             continue
                         tr = pending[tid] = Trace(tid, deadline)
                     new = True
-                    tr.frags.append((entry, rs, ss, idx))
+                    tr.frags.append((entry, rs, ss, ordinal, idx))
                     tr.span_count += len(idx)
+                ordinal += 1
         if new:
             self.held.append(entry)
             self._mem.set(len(pending))
         return entry, new
 
-    def decide(self, tr: Trace) -> bool:
+    def decide(self, tr: Trace, counts: dict[tuple[str, bool], int] | None = None) -> bool:
         keys = self.keys
         sampled = False
         inverted_drop = False
         for p in self.policies:
             d = p.evaluate(tr, keys)
-            hit = d in (SAMPLED, INVERT_SAMPLED)
-            self._counters[(p.name, "true" if hit else "false")].inc()
+            hit = d == SAMPLED or d == INVERT_SAMPLED
+            if counts is not None:
+                ck = (p.name, hit)
+                counts[ck] = counts.get(ck, 0) + 1
             if d == INVERT_NOT_SAMPLED:
                 inverted_drop = True
             if hit:
@@ -785,13 +847,18 @@ class TailSampler:
 
     def _decide_entry(self, entry: _Held) -> None:
         pending, decided = self.pending, self.decided
-        for _rs, _ss, groups in entry.groups:
-            for tid in groups:
-                tr = pending.pop(tid, None)
-                if tr is None:
-                    continue
-                decided[tid] = self.decide(tr)
+        due = [pending.pop(tid) for _rs, _ss, _o, groups in entry.groups for tid in groups if tid in pending]
+        if due:
+            tids = [t.tid for t in due]
+            for p in self.policies:
+                p.prepare(tids)
+            counts: dict[tuple[str, bool], int] = {}
+            decide = self.decide
+            for tr in due:
+                decided[tr.tid] = decide(tr, counts)
                 tr.frags.clear()
+            for (name, hit), n in counts.items():
+                self._counters[(name, "true" if hit else "false")].inc(n)
         while len(decided) > self._cache_size:
             decided.popitem(last=False)
         self._mem.set(len(pending))
@@ -800,7 +867,7 @@ class TailSampler:
         """Drop, in place, the spans of the entry's traces that are not sampled (undecided counts as not)."""
         decided = self.decided
         changed = False
-        for _rs, ss, groups in entry.groups:
+        for _rs, ss, _o, groups in entry.groups:
             changed |= _drop(ss.spans, groups, decided)
         if changed:
             req = entry.batch.request
@@ -813,6 +880,8 @@ class TailSampler:
                     del req.resource_spans[r]
             entry.batch.modified()
         entry.groups = []
+        entry.captured = None
+        entry.res_values = {}
 
     async def _release(self, entry: _Held) -> None:
         self._decide_entry(entry)
