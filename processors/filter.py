@@ -25,6 +25,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
+from processors._presence import items_containing
 
 __all__ = ["FilterConfig", "FilterProcessor", "Condition"]
 
@@ -252,11 +253,14 @@ class FilterProcessor(SimpleProcessor):
 
     def __init__(self, settings: CreateSettings, config: FilterConfig) -> None:
         super().__init__(settings, config)
+        is_indexed = getattr(genai, "is_indexed", None)
         self._c = {
             Signal.TRACES: _Compiled(config.spans.drop if config.spans else [], "spans", config.drop_no_log),
             Signal.LOGS: _Compiled(config.logs.drop if config.logs else [], "logs", config.drop_no_log),
             Signal.METRICS: _Compiled(config.metrics.drop if config.metrics else [], "metrics", False),
         }
+        keys = set(self._c[Signal.TRACES].attr_keys | self._c[Signal.LOGS].attr_keys)
+        self._shared = hasattr(genai, "indexes") and is_indexed is not None and all(is_indexed(k) for k in keys)
 
     def _present(self, batch: Batch, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -268,36 +272,60 @@ class FilterProcessor(SimpleProcessor):
         c = self._c[batch.signal]
         if not c.active:
             return batch
-        akeys = self._present(batch, c.attr_keys)
-        rkeys = self._present(batch, c.res_keys)
-        no_log = tuple(k for k in c.no_log_keys if k in akeys)
-        if not c.preds and not no_log:
+        if batch.signal is Signal.METRICS:
+            if self._metrics(batch.request, c, self._present(batch, c.attr_keys), self._present(batch, c.res_keys)):
+                batch.modified()
             return batch
+        # Which items can have the keys the conditions read: from collector/genai's shared per-request index
+        # when the request was changed upstream (earlier processors built the index), otherwise from the
+        # request's bytes (a search, then only the items that contain a key are read).
+        shared = self._shared and not batch.has_bytes
+        hits: set[tuple[int, int]] | None = None
+        akeys = c.attr_keys
+        if not shared and akeys:
+            raw = batch.to_bytes()
+            akeys = frozenset(k for k in akeys if k.encode() in raw)
+            hits = items_containing(raw, akeys) if akeys else set()
+        rkeys = self._present(batch, c.res_keys) if not shared else c.res_keys
+        if not c.preds and not akeys:
+            return batch
+        no_log = tuple(k for k in c.no_log_keys if k in akeys)
+        req = batch.request
         if batch.signal is Signal.TRACES:
-            changed = self._items(batch.request.resource_spans, "scope_spans", "spans", c, akeys, rkeys, no_log)
-        elif batch.signal is Signal.LOGS:
-            changed = self._items(batch.request.resource_logs, "scope_logs", "log_records", c, akeys, rkeys,
-                                  no_log)
+            changed = self._items(req, req.resource_spans, "scope_spans", "spans", c, akeys, rkeys, no_log, hits,
+                                  shared)
         else:
-            changed = self._metrics(batch.request, c, akeys, rkeys)
+            changed = self._items(req, req.resource_logs, "scope_logs", "log_records", c, akeys, rkeys, no_log,
+                                  hits, shared)
         if changed:
             batch.modified()
         return batch
 
-    def _items(self, resources: Any, scopes_f: str, items_f: str, c: _Compiled, akeys: frozenset[str],
-               rkeys: frozenset[str], no_log: tuple[str, ...]) -> bool:
+    def _items(self, req: Any, resources: Any, scopes_f: str, items_f: str, c: _Compiled, akeys: frozenset[str],
+               rkeys: frozenset[str], no_log: tuple[str, ...], hits: set[tuple[int, int]] | None,
+               shared: bool) -> bool:
         preds = c.preds
         changed = False
+        empty: dict[str, Any] = {}
+        ordinal = sum(len(getattr(r, scopes_f)) for r in resources)
+        indexes = getattr(genai, "indexes", None)
         for ri in range(len(resources) - 1, -1, -1):
             res = resources[ri]
             rattrs = _attrs(res.resource.attributes, rkeys)
             scopes = getattr(res, scopes_f)
             for si in range(len(scopes) - 1, -1, -1):
+                ordinal -= 1
                 items = getattr(scopes[si], items_f)
                 dead = []
                 for i, it in enumerate(items):
-                    a = _attrs(it.attributes, akeys)
-                    if no_log and any(_truthy(a.get(k)) for k in no_log):
+                    if shared:
+                        own = indexes(req, it)[0]  # type: ignore[misc]
+                        a = {k: genai.value_of(own[k].value) for k in akeys if k in own}
+                    elif hits and (ordinal, i) in hits:
+                        a = _attrs(it.attributes, akeys)
+                    else:
+                        a = empty
+                    if no_log and a and any(_truthy(a.get(k)) for k in no_log):
                         dead.append(i)
                         continue
                     for p in preds:

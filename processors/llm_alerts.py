@@ -145,31 +145,46 @@ class LLMAlertsConnector:
     def evaluate(self, batch: Batch) -> ExportLogsServiceRequest | None:
         """The alert records a request gives rise to (None when none)."""
         cfg = self.config
-        raw = batch.to_bytes()
-        want_budget = cfg.budget and self._budget_keys[0].encode() in raw
-        want_guard = cfg.guardrail and any(n.encode() in raw for n in self._guard_names)
+        req = batch.request
+        indexes = getattr(genai, "indexes", None)
+        is_indexed = getattr(genai, "is_indexed", None)
+        # collector/genai's shared per-request index when the request was changed upstream (the processors
+        # before this connector built it); otherwise a search of the request's bytes
+        shared = indexes is not None and is_indexed is not None and not batch.has_bytes \
+            and all(is_indexed(k) for k in self._budget_keys)
+        if shared:
+            want_budget, want_guard = cfg.budget, cfg.guardrail
+        else:
+            raw = batch.to_bytes()
+            want_budget = cfg.budget and self._budget_keys[0].encode() in raw
+            want_guard = cfg.guardrail and any(n.encode() in raw for n in self._guard_names)
         if not (want_budget or want_guard or self._need_calls):
             return None
+        read_cached = getattr(genai, "read_cached", None) if shared else None
         out = ExportLogsServiceRequest()
         touched_err: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
         touched_lat: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
-        for rs in batch.request.resource_spans:
+        for rs in req.resource_spans:
             records: list[Any] = []
-            ridx = genai.index(rs.resource.attributes) if (self._need_calls or want_guard) else {}
+            ridx = genai.index(rs.resource.attributes) if (self._need_calls or want_guard) and \
+                read_cached is None else {}
             rraw = ({kv.key: genai.value_of(kv.value) for kv in rs.resource.attributes
                      if kv.key in self._raw_group_keys} if self._raw_group_keys else {})
             for ss in rs.scope_spans:
                 for span in ss.spans:
                     if want_budget:
-                        rec = self._budget(span)
+                        rec = self._budget(span, indexes(req, span)[0] if shared else None)  # type: ignore[misc]
                         if rec is not None:
                             records.append(rec)
                     if not (self._need_calls or want_guard):
                         continue
-                    idx = genai.index(span.attributes)
-                    for k, v in ridx.items():
-                        idx.setdefault(k, v)
-                    c = genai.read(span, idx=idx)
+                    if read_cached is not None:
+                        c = read_cached(req, span, rs.resource)
+                    else:
+                        idx = genai.index(span.attributes)
+                        for k, v in ridx.items():
+                            idx.setdefault(k, v)
+                        c = genai.read(span, idx=idx)
                     if want_guard and c.guardrail_triggered:
                         records.append(self._guardrail(span, c))
                     if not self._need_calls or not c.is_llm:
@@ -202,12 +217,19 @@ class LLMAlertsConnector:
         return out if out.resource_logs else None
 
     # -- budget ---------------------------------------------------------------------------------------
-    def _budget(self, span: Any) -> Any | None:
+    def _budget(self, span: Any, idx: dict[str, Any] | None) -> Any | None:
         kc, kn, kk, ks, kl = self._budget_keys
         vals: dict[str, Any] = {}
-        for kv in span.attributes:
-            if kv.key in (kc, kn, kk, ks, kl):
-                vals[kv.key] = genai.value_of(kv.value)
+        if idx is not None:
+            if kc not in idx:
+                return None
+            for k in self._budget_keys:
+                if k in idx:
+                    vals[k] = genai.value_of(idx[k].value)
+        else:
+            for kv in span.attributes:
+                if kv.key in (kc, kn, kk, ks, kl):
+                    vals[kv.key] = genai.value_of(kv.value)
         crossed = _num(vals.get(kc))
         if crossed is None:
             return None
