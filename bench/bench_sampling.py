@@ -127,6 +127,9 @@ async def main() -> None:
     ap.add_argument("--spans", type=int, default=500)
     ap.add_argument("--spans-per-trace", type=int, default=1)
     args = ap.parse_args()
+    from processors._hashing import preload
+
+    preload()
     raws = [make_request(args.spans, args.spans_per_trace, seed=i) for i in range(args.requests)]
     total = args.requests * args.spans
 

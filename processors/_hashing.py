@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["fnv32a_state", "fnv64a_state", "fnv32a", "fnv64a", "fnv32a_many", "fnv64a_many",
+__all__ = ["preload", "fnv32a_state", "fnv64a_state", "fnv32a", "fnv64a", "fnv32a_many", "fnv64a_many",
            "HASH_BUCKETS", "scaled_rate", "threshold64"]
 
 _OFF32, _P32, _M32 = 0x811C9DC5, 0x01000193, 0xFFFFFFFF
@@ -36,6 +36,11 @@ def _numpy() -> Any:
         except ImportError:  # pragma: no cover - numpy is a declared dependency
             _np = None
     return _np
+
+
+def preload() -> None:
+    """Import numpy now (components call this in start()), not on the first request."""
+    _numpy()
 
 
 def fnv32a(data: bytes, state: int = _OFF32) -> int:

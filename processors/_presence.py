@@ -15,7 +15,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
-__all__ = ["item_offsets", "items_containing"]
+__all__ = ["item_offsets", "items_containing", "KeyFinder"]
+
+try:  # optional: one multi-pattern pass at several GB/s instead of one bytes search per key
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover - depends on the platform
+    _hs = None
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -72,15 +77,68 @@ def item_offsets(raw: bytes) -> tuple[list[int], list[int], list[tuple[int, int]
     return starts, ends, where
 
 
-def items_containing(raw: bytes, keys: Iterable[str]) -> set[tuple[int, int]]:
-    """(scope ordinal, item index) of every item whose bytes contain one of ``keys``."""
-    needles = [k.encode() for k in keys]
+def _hits(raw: bytes, needles: list[bytes]) -> list[int]:
     hits: list[int] = []
     for n in needles:
         pos = raw.find(n)
         while pos >= 0:
             hits.append(pos)
             pos = raw.find(n, pos + 1)
+    return hits
+
+
+def _minimal(keys: Iterable[str]) -> list[bytes]:
+    """The keys as bytes, without those that contain another key (finding the shorter finds both)."""
+    ks = sorted({k.encode() for k in keys if k}, key=len)
+    out: list[bytes] = []
+    for k in ks:
+        if not any(o in k for o in out):
+            out.append(k)
+    return out
+
+
+class KeyFinder:
+    """Finds a fixed set of attribute keys in serialised requests (compiled once per component)."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self.needles = _minimal(keys)
+        self._db = None
+        if _hs is not None and self.needles:
+            try:
+                import re
+
+                db = _hs.Database(mode=_hs.HS_MODE_BLOCK)
+                db.compile(expressions=[re.escape(n) for n in self.needles], ids=list(range(len(self.needles))),
+                           elements=len(self.needles), flags=[0] * len(self.needles))
+                self._db = db
+            except Exception:  # noqa: BLE001 - fall back to bytes searches
+                self._db = None
+
+    def hits(self, raw: bytes) -> list[int]:
+        """Offsets inside ``raw`` where a key occurs (end offsets with hyperscan, start offsets without)."""
+        if not self.needles:
+            return []
+        if self._db is None:
+            return _hits(raw, self.needles)
+        found: list[int] = []
+
+        def on(_id: int, _frm: int, to: int, _flags: int, _ctx: object) -> None:
+            found.append(to - 1)
+
+        self._db.scan(raw, match_event_handler=on)
+        return found
+
+    def items(self, raw: bytes) -> set[tuple[int, int]]:
+        """(scope ordinal, item index) of every item whose bytes contain one of the keys."""
+        return _items_at(raw, self.hits(raw))
+
+
+def items_containing(raw: bytes, keys: Iterable[str]) -> set[tuple[int, int]]:
+    """(scope ordinal, item index) of every item whose bytes contain one of ``keys``."""
+    return _items_at(raw, _hits(raw, _minimal(keys)))
+
+
+def _items_at(raw: bytes, hits: list[int]) -> set[tuple[int, int]]:
     if not hits:
         return set()
     starts, ends, where = item_offsets(raw)

@@ -25,7 +25,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
-from processors._presence import items_containing
+from processors._presence import KeyFinder
 
 __all__ = ["FilterConfig", "FilterProcessor", "Condition"]
 
@@ -228,6 +228,7 @@ class _Compiled:
         self.res_keys: frozenset[str] = frozenset().union(*(c.keys("resource") for c in conds))
         self.no_log_keys: tuple[str, ...] = genai.KEYS["no_log"] if no_log else ()
         self.attr_keys |= frozenset(self.no_log_keys)
+        self.finder = KeyFinder(self.attr_keys)
         self.active = bool(self.preds or self.no_log_keys)
 
 
@@ -283,9 +284,9 @@ class FilterProcessor(SimpleProcessor):
         hits: set[tuple[int, int]] | None = None
         akeys = c.attr_keys
         if not shared and akeys:
-            raw = batch.to_bytes()
-            akeys = frozenset(k for k in akeys if k.encode() in raw)
-            hits = items_containing(raw, akeys) if akeys else set()
+            hits = c.finder.items(batch.to_bytes())
+            if not hits:
+                akeys = frozenset()
         rkeys = self._present(batch, c.res_keys) if not shared else c.res_keys
         if not c.preds and not akeys:
             return batch

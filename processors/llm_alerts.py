@@ -32,6 +32,7 @@ from collector import telemetry as tm
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.pdata import Batch, Signal, python_to_anyvalue
+from processors._presence import KeyFinder
 
 __all__ = ["LLMAlertsConfig", "LLMAlertsConnector"]
 
@@ -116,6 +117,8 @@ class LLMAlertsConnector:
         self.fired: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._budget_keys = tuple(BUDGET[k] for k in ("crossed", "key_name", "key", "spent_usd", "limit_usd"))
         self._guard_names = genai.KEYS["guardrail"]
+        self._budget_finder = KeyFinder(self._budget_keys[:1])
+        self._guard_finder = KeyFinder(self._guard_names)
         self._need_calls = config.error_rate is not None or config.latency_p95 is not None
         raw: set[str] = set()
         for c in (config.error_rate, config.latency_p95):
@@ -152,18 +155,21 @@ class LLMAlertsConnector:
         # before this connector built it); otherwise a search of the request's bytes
         shared = indexes is not None and is_indexed is not None and not batch.has_bytes \
             and all(is_indexed(k) for k in self._budget_keys)
+        budget_hits: set[tuple[int, int]] | None = None
         if shared:
             want_budget, want_guard = cfg.budget, cfg.guardrail
         else:
             raw = batch.to_bytes()
-            want_budget = cfg.budget and self._budget_keys[0].encode() in raw
-            want_guard = cfg.guardrail and any(n.encode() in raw for n in self._guard_names)
+            budget_hits = self._budget_finder.items(raw) if cfg.budget else set()
+            want_budget = bool(budget_hits)
+            want_guard = cfg.guardrail and bool(self._guard_finder.hits(raw))
         if not (want_budget or want_guard or self._need_calls):
             return None
         read_cached = getattr(genai, "read_cached", None) if shared else None
         out = ExportLogsServiceRequest()
         touched_err: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
         touched_lat: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
+        ordinal = -1
         for rs in req.resource_spans:
             records: list[Any] = []
             ridx = genai.index(rs.resource.attributes) if (self._need_calls or want_guard) and \
@@ -171,8 +177,9 @@ class LLMAlertsConnector:
             rraw = ({kv.key: genai.value_of(kv.value) for kv in rs.resource.attributes
                      if kv.key in self._raw_group_keys} if self._raw_group_keys else {})
             for ss in rs.scope_spans:
-                for span in ss.spans:
-                    if want_budget:
+                ordinal += 1
+                for i, span in enumerate(ss.spans):
+                    if want_budget and (budget_hits is None or (ordinal, i) in budget_hits):
                         rec = self._budget(span, indexes(req, span)[0] if shared else None)  # type: ignore[misc]
                         if rec is not None:
                             records.append(rec)

@@ -18,7 +18,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal, anyvalue_to_python
 from collector.processorhelper import SimpleProcessor
-from processors._hashing import fnv32a, fnv32a_many, fnv32a_state, scaled_rate
+from processors._hashing import fnv32a, fnv32a_many, fnv32a_state, preload, scaled_rate
 
 __all__ = ["ProbabilisticSamplerConfig", "ProbabilisticSampler", "keep_mask"]
 
@@ -52,6 +52,9 @@ class ProbabilisticSampler(SimpleProcessor):
         self._rate = scaled_rate(config.sampling_percentage)
         self._all = config.sampling_percentage >= 100.0
         self.mutates = not self._all
+
+    async def start(self) -> None:
+        preload()
 
     def process(self, batch: Batch) -> Batch | None:
         if self._all:

@@ -39,8 +39,8 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.pdata import Batch, Signal
 from collector.errors import ConfigError
-from processors._hashing import fnv64a_many, fnv64a_state, threshold64
-from processors._presence import items_containing
+from processors._hashing import fnv64a_many, fnv64a_state, preload, threshold64
+from processors._presence import KeyFinder
 
 __all__ = ["TailSamplingConfig", "TailSampler", "PolicyConfig"]
 
@@ -236,10 +236,11 @@ _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 class _Held:
     """One incoming request waiting for the decisions of its traces."""
 
-    __slots__ = ("batch", "deadline", "seq", "groups", "arrival_ns", "captured", "res_values", "_hits")
+    __slots__ = ("batch", "deadline", "seq", "groups", "arrival_ns", "captured", "res_values", "_hits", "finder")
 
-    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> None:
+    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int, finder: KeyFinder) -> None:
         self.batch = batch
+        self.finder = finder
         self.deadline = deadline
         self.seq = seq
         self.arrival_ns = arrival_ns
@@ -251,10 +252,11 @@ class _Held:
         self.res_values: dict[int, dict[str, Any]] = {}
         self._hits: set[tuple[int, int]] | None = None
 
-    def hits(self, keys: frozenset[str]) -> set[tuple[int, int]]:
-        """Bytes mode: the spans whose serialised form contains one of ``keys`` (most requests: none)."""
+    def hits(self) -> set[tuple[int, int]]:
+        """Bytes mode: the spans whose serialised form contains one of the policies' keys (most requests:
+        none)."""
         if self._hits is None:
-            self._hits = items_containing(self.batch.to_bytes(), keys)
+            self._hits = self.finder.items(self.batch.to_bytes())
         return self._hits
 
     def resource(self, rs: Any, keys: frozenset[str]) -> dict[str, Any]:
@@ -297,7 +299,7 @@ class Trace:
                     if d:
                         attrs.append(d)
                 continue
-            hits = held.hits(keys)
+            hits = held.hits()
             if not hits:
                 continue
             sp = ss.spans
@@ -692,6 +694,7 @@ class TailSampler:
         self.clock = clock
         self.policies = [build_policy(p) for p in config.policies]
         self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
+        self.finder = KeyFinder(self.keys)
         self._invert = any(_has_invert(p) for p in config.policies)
         is_indexed = getattr(genai, "is_indexed", None)
         self._shared = bool(self.keys) and hasattr(genai, "indexes") and is_indexed is not None \
@@ -717,6 +720,7 @@ class TailSampler:
 
     # -- lifecycle ------------------------------------------------------------------------------------
     async def start(self) -> None:
+        preload()
         if self.config.storage:
             ext = self.settings.host.extension(self.config.storage)
             path = ext.path_for("processor", str(self.settings.id))
@@ -779,7 +783,7 @@ class TailSampler:
         self._wake.set()
 
     def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
-        entry = _Held(batch, deadline, seq, arrival_ns)
+        entry = _Held(batch, deadline, seq, arrival_ns, self.finder)
         pending, decided = self.pending, self.decided
         keys = self.keys
         # Attribute values: when the request was changed upstream (no bytes at hand) and collector/genai keeps
