@@ -24,9 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from collector.component import ComponentID, CreateSettings, Kind
 from collector.pdata import Batch, Signal
 
-_WORDS = ("the model answered with a summary of the quarterly report including revenue growth churn and "
-          "customer feedback latency pricing support tickets retrieval augmented generation embedding vector "
-          "store chunk overlap temperature system prompt assistant tool call json schema translation").split()
+_WORDS = ["the", "model", "answered", "with", "a", "summary", "of", "the", "quarterly", "report", "including", "revenue", "growth", "churn", "and", "customer", "feedback", "latency", "pricing", "support", "tickets", "retrieval", "augmented", "generation", "embedding", "vector", "store", "chunk", "overlap", "temperature", "system", "prompt", "assistant", "tool", "call", "json", "schema", "translation"]
 _MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet"),
            ("aws.bedrock", "meta.llama3-70b")]
 
@@ -100,7 +98,7 @@ def _batches(raws: list[bytes], modified: bool) -> list[Batch]:
     out = []
     for r in raws:
         b = Batch.from_bytes(Signal.TRACES, r)
-        b.request  # parsed before the clock starts
+        _ = b.request  # parsed before the clock starts
         if modified:
             b.modified()
         out.append(b)

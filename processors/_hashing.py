@@ -13,8 +13,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["preload", "fnv32a_state", "fnv64a_state", "fnv32a", "fnv64a", "fnv32a_many", "fnv64a_many",
-           "HASH_BUCKETS", "scaled_rate", "threshold64"]
+__all__ = [
+    "HASH_BUCKETS",
+    "fnv32a",
+    "fnv32a_many",
+    "fnv32a_state",
+    "fnv64a",
+    "fnv64a_many",
+    "fnv64a_state",
+    "preload",
+    "scaled_rate",
+    "threshold64",
+]
 
 _OFF32, _P32, _M32 = 0x811C9DC5, 0x01000193, 0xFFFFFFFF
 _OFF64, _P64, _M64 = 0xCBF29CE484222325, 0x100000001B3, 0xFFFFFFFFFFFFFFFF

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import Any
 
-__all__ = ["item_offsets", "items_containing", "KeyFinder"]
+__all__ = ["KeyFinder", "item_offsets", "items_containing"]
 
+_hs: Any
 try:  # optional: one multi-pattern pass at several GB/s instead of one bytes search per key
     import hyperscan as _hs
 except ImportError:  # pragma: no cover - depends on the platform

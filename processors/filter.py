@@ -27,7 +27,7 @@ from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
 from processors._presence import KeyFinder
 
-__all__ = ["FilterConfig", "FilterProcessor", "Condition"]
+__all__ = ["Condition", "FilterConfig", "FilterProcessor"]
 
 _OPS = ("equals", "matches", "exists", "gt", "lt")
 _SUBJECTS = ("attribute", "resource", "field")
@@ -52,12 +52,12 @@ class Condition(StrictModel):
     exists: bool | None = None
     gt: float | None = None
     lt: float | None = None
-    all: list["Condition"] | None = None
-    any: list["Condition"] | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
     _regex: re.Pattern[str] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check(self) -> "Condition":
+    def _check(self) -> Condition:
         given = self.model_fields_set
         subjects = [s for s in _SUBJECTS if s in given]
         groups = [g for g in ("all", "any") if g in given]
@@ -106,7 +106,7 @@ class FilterConfig(StrictModel):
     logs: SignalFilter | None = None
 
     @model_validator(mode="after")
-    def _fields(self) -> "FilterConfig":
+    def _fields(self) -> FilterConfig:
         for sig, allowed in _FIELDS.items():
             sf = getattr(self, sig)
             if sf is None:
@@ -186,14 +186,14 @@ def compile_condition(c: Condition, signal: str) -> Pred:
     get: Callable[[dict[str, Any], dict[str, Any], Any], Any]
     if c.attribute is not None:
         k = c.attribute
-        get = lambda a, r, it: a.get(k)  # noqa: E731
+        get = lambda a, r, it: a.get(k)
     elif c.resource is not None:
         k = c.resource
-        get = lambda a, r, it: r.get(k)  # noqa: E731
+        get = lambda a, r, it: r.get(k)
     else:
         assert c.field is not None
         fg = _field_getter(c.field, signal)
-        get = lambda a, r, it: fg(it)  # noqa: E731
+        get = lambda a, r, it: fg(it)
     given = c.model_fields_set
     if "equals" in given:
         target = _normalise_enum(c.field, c.equals)

@@ -80,7 +80,7 @@ class LLMAlertsConfig(StrictModel):
 
 
 def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _fmt_window(seconds: float) -> str:
@@ -95,7 +95,7 @@ def _fmt_window(seconds: float) -> str:
 class _Window:
     """Per group: error-rate buckets (per second) and latency samples of the last ``window`` seconds."""
 
-    __slots__ = ("buckets", "n", "err", "lat", "latest")
+    __slots__ = ("buckets", "err", "lat", "latest", "n")
 
     def __init__(self) -> None:
         self.buckets: collections.deque[list[int]] = collections.deque()  # [second, n, errors]
@@ -245,7 +245,7 @@ class LLMAlertsConnector:
         spent = _num(vals.get(ks)) or 0.0
         limit = _num(vals.get(kl)) or 0.0
         end = span.end_time_unix_nano or span.start_time_unix_nano
-        day = dt.datetime.fromtimestamp(end / 1e9, dt.timezone.utc)
+        day = dt.datetime.fromtimestamp(end / 1e9, dt.UTC)
         window = day.strftime("%Y-%m-%d") if self.config.budget_window == "daily" else day.strftime("%Y-%m")
         akey = f"budget:{key_name}={key}:{crossed:g}:{window}"
         if not self._first(akey):
@@ -410,11 +410,13 @@ def _num(v: Any) -> float | None:
 
 
 def _record(body: str, attrs: list[tuple[str, Any]], severity: int, time_ns: int, span: Any) -> Any:
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
     import time
 
-    rec = LogRecord(time_unix_nano=time_ns, observed_time_unix_nano=time.time_ns(), severity_number=severity,
-                    severity_text="ERROR" if severity >= _ERROR else "WARN")  # type: ignore[arg-type]
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    rec = LogRecord(time_unix_nano=time_ns, observed_time_unix_nano=time.time_ns(),
+                    severity_number=severity,  # type: ignore[arg-type]
+                    severity_text="ERROR" if severity >= _ERROR else "WARN")
     rec.body.string_value = body
     for k, v in attrs:
         kv = rec.attributes.add(key=k)

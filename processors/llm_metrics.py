@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import logging
 import time
 from typing import Any, Literal
@@ -31,12 +32,12 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.pdata import Batch, Signal, python_to_anyvalue
 
-__all__ = ["LLMMetricsConfig", "LLMMetricsConnector", "TOKEN_USAGE_BUCKETS", "DURATION_BUCKETS"]
+__all__ = ["DURATION_BUCKETS", "TOKEN_USAGE_BUCKETS", "LLMMetricsConfig", "LLMMetricsConnector"]
 
-TOKEN_USAGE_BUCKETS = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
+TOKEN_USAGE_BUCKETS: list[float] = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
                        67108864]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
-LATENCY_MS_BUCKETS = [50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000, 30000, 60000, 120000]
+LATENCY_MS_BUCKETS: list[float] = [50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000, 30000, 60000, 120000]
 
 # dimension name -> (attribute key on the metric, how to read it from an LLMCall)
 DIMENSIONS: dict[str, tuple[str, str]] = {
@@ -70,7 +71,7 @@ class LLMMetricsConfig(StrictModel):
     @field_validator("latency_buckets_ms")
     @classmethod
     def _sorted(cls, v: list[float]) -> list[float]:
-        if not v or any(b <= a for a, b in zip(v, v[1:])):
+        if not v or any(b <= a for a, b in itertools.pairwise(v)):
             raise ValueError("latency_buckets_ms must be a non-empty, strictly increasing list")
         return v
 
@@ -87,7 +88,7 @@ class LLMMetricsConfig(StrictModel):
 
 
 class _Hist:
-    __slots__ = ("counts", "sum", "count", "min", "max")
+    __slots__ = ("count", "counts", "max", "min", "sum")
 
     def __init__(self, n: int) -> None:
         self.counts = [0] * (n + 1)
@@ -100,14 +101,12 @@ class _Hist:
         self.counts[bisect.bisect_left(bounds, v)] += 1
         self.sum += v
         self.count += 1
-        if v < self.min:
-            self.min = v
-        if v > self.max:
-            self.max = v
+        self.min = min(self.min, v)
+        self.max = max(self.max, v)
 
 
 class _Series:
-    __slots__ = ("requests", "errors", "tokens", "cost", "latency")
+    __slots__ = ("cost", "errors", "latency", "requests", "tokens")
 
     def __init__(self, nb: int) -> None:
         self.requests = 0
@@ -118,7 +117,7 @@ class _Series:
 
 
 class _SemSeries:
-    __slots__ = ("tokens", "duration")
+    __slots__ = ("duration", "tokens")
 
     def __init__(self) -> None:
         self.tokens = {"input": _Hist(len(TOKEN_USAGE_BUCKETS)), "output": _Hist(len(TOKEN_USAGE_BUCKETS))}
@@ -166,7 +165,7 @@ class LLMMetricsConnector:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), timeout=self.config.metrics_flush_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await self.flush()
 
     # -- aggregation ----------------------------------------------------------------------------------
@@ -225,7 +224,7 @@ class LLMMetricsConnector:
                     s.latency.add(self.bounds, c.latency_ms)
                     if sem_on:
                         err = (c.error_type or c.outcome) if c.outcome != "success" else ""
-                        skey = (service, c.operation or "chat", c.provider or "", c.request_model or "",
+                        skey: tuple[Any, ...] = (service, c.operation or "chat", c.provider or "", c.request_model or "",
                                 c.response_model or "", err)
                         sm = self.sem.get(skey)
                         if sm is None:
@@ -302,7 +301,7 @@ class LLMMetricsConnector:
                 attrs: list[tuple[str, Any]] = [(OVERFLOW, True)]
                 err = ""
             else:
-                _svc, op, provider, req_model, resp_model, err = key
+                _svc, op, provider, req_model, resp_model, err = key  # type: ignore[misc]
                 attrs = [("gen_ai.operation.name", op)]
                 if provider:
                     attrs.append(("gen_ai.provider.name", provider))

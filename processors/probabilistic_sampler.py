@@ -20,7 +20,7 @@ from collector.pdata import Batch, Signal, anyvalue_to_python
 from collector.processorhelper import SimpleProcessor
 from processors._hashing import fnv32a, fnv32a_many, fnv32a_state, preload, scaled_rate
 
-__all__ = ["ProbabilisticSamplerConfig", "ProbabilisticSampler", "keep_mask"]
+__all__ = ["ProbabilisticSampler", "ProbabilisticSamplerConfig", "keep_mask"]
 
 
 class ProbabilisticSamplerConfig(StrictModel):
@@ -32,7 +32,7 @@ class ProbabilisticSamplerConfig(StrictModel):
     fail_closed: bool = True
 
     @model_validator(mode="after")
-    def _check(self) -> "ProbabilisticSamplerConfig":
+    def _check(self) -> ProbabilisticSamplerConfig:
         if self.attribute_source == "record" and not self.from_attribute:
             raise ValueError("from_attribute is required when attribute_source is record")
         return self

@@ -17,12 +17,12 @@ from typing import Any
 from prometheus_client import Counter
 from pydantic import Field, model_validator
 
+from collector import genai
 from collector import telemetry as tm
 from collector.component import Consumer, CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.errors import ConfigError
 from collector.pdata import REQUEST_TYPES, Batch, Signal
-from collector import genai
 
 __all__ = ["RoutingConfig", "RoutingConnector"]
 
@@ -48,7 +48,7 @@ class RoutingConfig(StrictModel):
     default_pipelines: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> "RoutingConfig":
+    def _check(self) -> RoutingConfig:
         if (self.attribute is None) == (self.from_context is None):
             raise ValueError("set exactly one of attribute or from_context")
         return self
@@ -180,7 +180,7 @@ class RoutingConnector:
 
     def _count_unrouted(self, signal: Signal, parts: list[tuple[Any, Any, list[Any] | None]]) -> None:
         n = 0
-        res_f, scope_f, items_f = _LAYOUT[signal]
+        _res_f, scope_f, items_f = _LAYOUT[signal]
         for res, _sc, items in parts:
             if items is not None:
                 n += len(items)

@@ -37,12 +37,12 @@ from collector import genai
 from collector import telemetry as tm
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
-from collector.pdata import Batch, Signal
 from collector.errors import ConfigError
+from collector.pdata import Batch, Signal
 from processors._hashing import fnv64a_many, fnv64a_state, preload, threshold64
 from processors._presence import KeyFinder
 
-__all__ = ["TailSamplingConfig", "TailSampler", "PolicyConfig"]
+__all__ = ["PolicyConfig", "TailSampler", "TailSamplingConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class TenantRateCfg(StrictModel):
     hash_salt: str = ""
 
     @model_validator(mode="after")
-    def _check(self) -> "TenantRateCfg":
+    def _check(self) -> TenantRateCfg:
         for k, v in self.tenants.items():
             if not 0 <= v <= 100:
                 raise ValueError(f"tenants.{k}: a percentage must be between 0 and 100")
@@ -142,17 +142,17 @@ _NEEDS_CFG = {"status_code", "latency", "string_attribute", "numeric_attribute",
 
 
 class AndCfg(StrictModel):
-    and_sub_policy: list["PolicyConfig"] = Field(min_length=1)
+    and_sub_policy: list[PolicyConfig] = Field(min_length=1)
 
 
 class CompositeCfg(StrictModel):
     max_total_spans_per_second: int = Field(ge=1)
     policy_order: list[str] = Field(min_length=1)
-    composite_sub_policy: list["PolicyConfig"] = Field(min_length=1)
+    composite_sub_policy: list[PolicyConfig] = Field(min_length=1)
     rate_allocation: list[RateAllocationCfg] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> "CompositeCfg":
+    def _check(self) -> CompositeCfg:
         names = {p.name for p in self.composite_sub_policy}
         for n in self.policy_order:
             if n not in names:
@@ -185,7 +185,7 @@ class PolicyConfig(StrictModel):
     composite: CompositeCfg | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "PolicyConfig":
+    def _check(self) -> PolicyConfig:
         attr = "and_" if self.type == "and" else self.type
         if self.type in _NEEDS_CFG and getattr(self, attr) is None:
             raise ValueError(f"policy {self.name!r} of type {self.type} needs its `{self.type}:` settings")
@@ -216,7 +216,7 @@ class TailSamplingConfig(StrictModel):
     storage: str | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "TailSamplingConfig":
+    def _check(self) -> TailSamplingConfig:
         names = [p.name for p in self.policies]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -236,7 +236,7 @@ _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 class _Held:
     """One incoming request waiting for the decisions of its traces."""
 
-    __slots__ = ("batch", "deadline", "seq", "groups", "arrival_ns", "captured", "res_values", "_hits", "finder")
+    __slots__ = ("_hits", "arrival_ns", "batch", "captured", "deadline", "finder", "groups", "res_values", "seq")
 
     def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int, finder: KeyFinder) -> None:
         self.batch = batch
@@ -270,7 +270,7 @@ class _Held:
 class Trace:
     """A trace waiting for its decision: where its spans are, no copies."""
 
-    __slots__ = ("tid", "deadline", "frags", "span_count", "_attrs", "_res")
+    __slots__ = ("_attrs", "_res", "deadline", "frags", "span_count", "tid")
 
     def __init__(self, tid: bytes, deadline: float) -> None:
         self.tid = tid
@@ -345,7 +345,7 @@ class _Policy:
 
     def prepare(self, tids: list[bytes]) -> None:
         """Called with the trace ids about to be decided together (hash them in one go)."""
-        return None
+        return
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -793,13 +793,13 @@ class TailSampler:
         req = batch.request
         if capture:
             entry.captured = {}
-            indexes = genai.indexes  # type: ignore[attr-defined]
+            indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
         new = False
         ordinal = 0
         for rs in req.resource_spans:
             if capture:
-                res = genai.indexes(req, rs.scope_spans[0].spans[0], rs.resource)[1] \
-                    if rs.scope_spans and rs.scope_spans[0].spans else {}  # type: ignore[attr-defined]
+                first = rs.scope_spans[0].spans[0] if rs.scope_spans and rs.scope_spans[0].spans else None
+                res = indexes(req, first, rs.resource)[1] if first is not None else {}
                 entry.res_values[id(rs)] = {k: res[k].value for k in keys if k in res}
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
@@ -920,7 +920,7 @@ class TailSampler:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             async with self._lock:
@@ -928,7 +928,7 @@ class TailSampler:
                 while self.held and self.held[0].deadline <= now and not self._stopped:
                     try:
                         await self._release(self.held.popleft())
-                    except Exception:  # noqa: BLE001 - keep the timer alive
+                    except Exception:
                         self.log.exception("tail_sampling: failed to release a held request")
 
 

@@ -14,7 +14,15 @@ from collector.errors import ConfigError
 from collector.pdata import Batch, Signal, python_to_anyvalue
 from processors.filter import FilterConfig, FilterProcessor
 from processors.routing import RoutingConfig, RoutingConnector
-from tests.processors.llm_spans import LITELLM, OPENINFERENCE, OPENLLMETRY, Sink, pb_batch, pb_request, trace_ids
+from tests.processors.llm_spans import (
+    LITELLM,
+    OPENINFERENCE,
+    OPENLLMETRY,
+    Sink,
+    pb_batch,
+    pb_request,
+    trace_ids,
+)
 
 
 def _filter(cfg: dict[str, Any], signal: Signal = Signal.TRACES) -> tuple[FilterProcessor, Sink]:

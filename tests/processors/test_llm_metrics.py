@@ -7,7 +7,12 @@ from typing import Any
 
 from collector.component import ComponentID, CreateSettings, Kind
 from collector.pdata import Signal, attrs_to_dict
-from processors.llm_metrics import DURATION_BUCKETS, TOKEN_USAGE_BUCKETS, LLMMetricsConfig, LLMMetricsConnector
+from processors.llm_metrics import (
+    DURATION_BUCKETS,
+    TOKEN_USAGE_BUCKETS,
+    LLMMetricsConfig,
+    LLMMetricsConnector,
+)
 from tests.processors.llm_spans import LITELLM, OPENINFERENCE, OPENLLMETRY, Sink, pb_batch, trace_ids
 
 T0 = 1_700_000_000_000_000_000
@@ -59,12 +64,12 @@ async def test_llm_metrics_from_three_conventions() -> None:
     assert tokens[("openai", "input")] == 120 + 120 + 50 and tokens[("Anthropic", "output")] == 80
     cost = sum(dp.as_double for _a, dp in _points(req, "llm.cost_usd"))
     assert abs(cost - 0.03) < 1e-12
-    lat = [dp for a, dp in _points(req, "llm.latency_ms") if a["model"] == "gpt-4o-mini"][0]
+    lat = next(dp for a, dp in _points(req, "llm.latency_ms") if a["model"] == "gpt-4o-mini")
     assert lat.count == 1 and lat.sum == 120.0 and lat.bucket_counts[2] == 1  # (100, 250]
     usage = _points(req, "gen_ai.client.token.usage")
     assert all(list(dp.explicit_bounds) == [float(b) for b in TOKEN_USAGE_BUCKETS] for _a, dp in usage)
-    inp = [dp for a, dp in usage if a.get("gen_ai.request.model") == "claude-3-5-sonnet"
-           and a["gen_ai.token.type"] == "input"][0]
+    inp = next(dp for a, dp in usage if a.get("gen_ai.request.model") == "claude-3-5-sonnet"
+           and a["gen_ai.token.type"] == "input")
     assert inp.count == 1 and inp.sum == 300 and inp.bucket_counts[5] == 1  # (256, 1024]
     dur = _points(req, "gen_ai.client.operation.duration")
     assert all(list(dp.explicit_bounds) == DURATION_BUCKETS for _a, dp in dur)

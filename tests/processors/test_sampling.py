@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from collector.component import ComponentID, CreateSettings, Kind
 from collector.config import validate
 from collector.errors import ConfigError
 from collector.pdata import Batch, Signal
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from processors import _hashing as h
 from processors.probabilistic_sampler import ProbabilisticSampler, ProbabilisticSamplerConfig
 from processors.tail_sampling import TailSampler, TailSamplingConfig
