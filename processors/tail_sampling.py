@@ -362,9 +362,11 @@ class _StatusCode(_Policy):
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         codes = self.codes
-        for s in t.spans():
-            if s.status.code in codes:
-                return SAMPLED
+        for _h, _rs, ss, _o, idx in t.frags:
+            sp = ss.spans
+            for i in idx:
+                if sp[i].status.code in codes:
+                    return SAMPLED
         return NOT_SAMPLED
 
 
@@ -831,16 +833,16 @@ class TailSampler:
             self._mem.set(len(pending))
         return entry, new
 
-    def decide(self, tr: Trace, counts: dict[tuple[str, bool], int] | None = None) -> bool:
+    def decide(self, tr: Trace, evaluated: list[int] | None = None, hits: list[int] | None = None) -> bool:
         keys = self.keys
         sampled = False
         inverted_drop = False
-        for p in self.policies:
+        for n, p in enumerate(self.policies):
             d = p.evaluate(tr, keys)
             hit = d == SAMPLED or d == INVERT_SAMPLED
-            if counts is not None:
-                ck = (p.name, hit)
-                counts[ck] = counts.get(ck, 0) + 1
+            if evaluated is not None and hits is not None:
+                evaluated[n] += 1
+                hits[n] += hit
             if d == INVERT_NOT_SAMPLED:
                 inverted_drop = True
             if hit:
@@ -856,13 +858,16 @@ class TailSampler:
             tids = [t.tid for t in due]
             for p in self.policies:
                 p.prepare(tids)
-            counts: dict[tuple[str, bool], int] = {}
+            evaluated = [0] * len(self.policies)
+            hits = [0] * len(self.policies)
             decide = self.decide
             for tr in due:
-                decided[tr.tid] = decide(tr, counts)
-                tr.frags.clear()
-            for (name, hit), n in counts.items():
-                self._counters[(name, "true" if hit else "false")].inc(n)
+                decided[tr.tid] = decide(tr, evaluated, hits)
+            for n, p in enumerate(self.policies):
+                if hits[n]:
+                    self._counters[(p.name, "true")].inc(hits[n])
+                if evaluated[n] - hits[n]:
+                    self._counters[(p.name, "false")].inc(evaluated[n] - hits[n])
         while len(decided) > self._cache_size:
             decided.popitem(last=False)
         self._mem.set(len(pending))
