@@ -53,23 +53,27 @@ class RoutingConfig(StrictModel):
             raise ValueError("set exactly one of attribute or from_context")
         return self
 
+    def check_output_pipelines(self, path: str, outputs: list[str]) -> list[str]:
+        """Every pipeline named must list this connector as a receiver (called by config validation)."""
+        errors = []
+        for i, r in enumerate(self.table):
+            for p in r.pipelines:
+                if p not in outputs:
+                    errors.append(f"{path}::table::{i}::pipelines: pipeline {p!r} does not list the connector "
+                                  f"as a receiver")
+        for p in self.default_pipelines:
+            if p not in outputs:
+                errors.append(f"{path}::default_pipelines: pipeline {p!r} does not list the connector as a receiver")
+        return errors
+
 
 class RoutingConnector:
     def __init__(self, settings: CreateSettings, config: RoutingConfig) -> None:
         self.settings = settings
         self.config = config
         self.log = settings.logger
-        errors = []
         known = dict(settings.pipelines)
-        for i, r in enumerate(config.table):
-            for p in r.pipelines:
-                if p not in known:
-                    errors.append(f"connectors::{settings.id}::table::{i}::pipelines: pipeline {p!r} does not "
-                                  f"list {settings.id} as a receiver")
-        for p in config.default_pipelines:
-            if p not in known:
-                errors.append(f"connectors::{settings.id}::default_pipelines: pipeline {p!r} does not list "
-                              f"{settings.id} as a receiver")
+        errors = config.check_output_pipelines(f"connectors::{settings.id}", list(known))
         if errors:
             raise ConfigError(errors)
         # per signal: a pipeline only gets data of its own signal (traces routed to traces/* pipelines)

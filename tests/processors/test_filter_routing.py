@@ -161,7 +161,20 @@ async def test_routing_from_context_and_config_errors() -> None:
     await r.consume(Batch(Signal.TRACES, pb_request([{"trace_id": trace_ids(1)[0]}]), metadata={"x-team": "ml"}))
     await r.consume(Batch(Signal.TRACES, pb_request([{"trace_id": trace_ids(1)[0]}]), metadata={"x-team": "web"}))
     assert len(sinks["traces/ml"].batches) == 1 and not sinks["logs/ml"].batches
-    with pytest.raises(ConfigError, match="table::0::pipelines: pipeline 'traces/x' does not list routing"):
+    with pytest.raises(ConfigError, match="table::0::pipelines: pipeline 'traces/x' does not list the connector"):
         _router({"attribute": "a", "table": [{"value": "v", "pipelines": ["traces/x"]}]}, ["traces/y"])
+    doc = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "connectors": {"routing": {"attribute": "tenant.id", "table": [{"value": "a", "pipelines": ["traces/a"]}],
+                                   "default_pipelines": ["traces/nope"]}},
+        "exporters": {"debug": {}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["routing"]},
+                                  "traces/a": {"receivers": ["routing"], "exporters": ["debug"]},
+                                  "traces/nope": {"receivers": ["otlp"], "exporters": ["debug"]}}},
+    }
+    with pytest.raises(ConfigError, match="connectors::routing::default_pipelines: pipeline 'traces/nope' does not"):
+        validate(doc)
+    doc["connectors"]["routing"]["default_pipelines"] = ["traces/a"]
+    validate(doc)
     with pytest.raises(ValueError, match="exactly one of attribute or from_context"):
         RoutingConfig.model_validate({"table": [{"value": "v", "pipelines": ["p"]}]})
