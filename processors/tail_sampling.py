@@ -668,6 +668,19 @@ class _Store:
         self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self.db.execute("CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, arrival_ns INTEGER NOT NULL, "
                         "metadata TEXT NOT NULL, data BLOB NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS decisions (tid BLOB PRIMARY KEY, sampled INTEGER NOT NULL)")
+        self._writes = 0
+
+    def load_decisions(self, limit: int) -> list[tuple[bytes, int]]:
+        rows = self.db.execute("SELECT tid, sampled FROM decisions ORDER BY rowid DESC LIMIT ?", (limit,))
+        return list(reversed(list(rows)))
+
+    def put_decisions(self, rows: list[tuple[bytes, int]], keep: int) -> None:
+        """Remember decisions (for spans that arrive after a restart); the newest ``keep`` are kept."""
+        self.db.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?)", rows)
+        self._writes += 1
+        if self._writes % 50 == 0:
+            self.db.execute("DELETE FROM decisions WHERE rowid <= (SELECT MAX(rowid) FROM decisions) - ?", (keep,))
 
     def load(self) -> list[tuple[int, int, str, bytes]]:
         return list(self.db.execute("SELECT seq, arrival_ns, metadata, data FROM held ORDER BY seq"))
@@ -727,6 +740,8 @@ class TailSampler:
             ext = self.settings.host.extension(self.config.storage)
             path = ext.path_for("processor", str(self.settings.id))
             self._store = _Store(path, bool(getattr(ext, "fsync", False)))
+            for tid, sampled in self._store.load_decisions(self._cache_size):
+                self.decided[tid] = bool(sampled)
             restored = self._store.load()
             now_wall, now = time.time_ns(), self.clock()
             for seq, arrival_ns, md, data in restored:
@@ -851,7 +866,7 @@ class TailSampler:
                     break
         return sampled and not inverted_drop
 
-    def _decide_entry(self, entry: _Held) -> None:
+    def _decide_entry(self, entry: _Held) -> list[Trace]:
         pending, decided = self.pending, self.decided
         due = [pending.pop(tid) for _rs, _ss, _o, groups in entry.groups for tid in groups if tid in pending]
         if due:
@@ -871,6 +886,7 @@ class TailSampler:
         while len(decided) > self._cache_size:
             decided.popitem(last=False)
         self._mem.set(len(pending))
+        return due
 
     def _apply(self, entry: _Held) -> None:
         """Drop, in place, the spans of the entry's traces that are not sampled (undecided counts as not)."""
@@ -893,8 +909,11 @@ class TailSampler:
         entry.res_values = {}
 
     async def _release(self, entry: _Held) -> None:
-        self._decide_entry(entry)
+        due = self._decide_entry(entry)
         self._apply(entry)
+        if self._store is not None and due:
+            decided = self.decided
+            self._store.put_decisions([(t.tid, int(decided.get(t.tid, False))) for t in due], self._cache_size)
         await self._forward(entry.batch)
         if self._store is not None:
             self._store.delete(entry.seq)

@@ -294,9 +294,13 @@ async def test_storage_restores_held_requests_after_a_crash(tmp_path: Path) -> N
     await asyncio.sleep(0.2)
     assert {s.trace_id for s in sink2.spans()} == {t for i, t in enumerate(ids) if i % 3 == 0}
     await ts2.shutdown()
-    ts3 = TailSampler(settings(Sink(), host=_Host(tmp_path)), cfg2)
+    sink3 = Sink()
+    ts3 = TailSampler(settings(sink3, host=_Host(tmp_path)), cfg2)
     await ts3.start()
     assert len(ts3.held) == 0  # forwarded requests were deleted
+    # late spans (no error of their own) of traces decided before the restart follow the stored decision
+    await ts3.consume(pb_batch([_mk(t) for t in ids]))
+    assert {s.trace_id for s in sink3.spans()} == {t for i, t in enumerate(ids) if i % 3 == 0}
     await ts3.shutdown()
 
 
