@@ -790,6 +790,10 @@ class TailSampler:
             self._apply(entry)
             await self._forward(batch)
             return
+        if self._stopped:  # after shutdown (receivers stop first, so only in tests): decide at once
+            self.held.remove(entry)
+            await self._release(entry)
+            return
         if self._store is not None:
             self._store.put(seq, arrival_ns, json.dumps(dict(batch.metadata)), batch.to_bytes())
         if len(self.pending) > self.config.num_traces:
