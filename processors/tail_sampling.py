@@ -270,15 +270,17 @@ class _Held:
 class Trace:
     """A trace waiting for its decision: where its spans are, no copies."""
 
-    __slots__ = ("_attrs", "_res", "deadline", "frags", "span_count", "tid")
+    __slots__ = ("_attrs", "_res", "frags", "tid")
 
-    def __init__(self, tid: bytes, deadline: float) -> None:
+    def __init__(self, tid: bytes) -> None:
         self.tid = tid
-        self.deadline = deadline
         self.frags: list[tuple[_Held, Any, Any, int, list[int]]] = []
-        self.span_count = 0
         self._attrs: list[dict[str, Any]] | None = None
         self._res: list[dict[str, Any]] | None = None
+
+    @property
+    def span_count(self) -> int:
+        return sum(len(f[4]) for f in self.frags)
 
     def spans(self) -> Any:
         for _h, _rs, ss, _o, idx in self.frags:
@@ -840,12 +842,11 @@ class TailSampler:
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
-                        if tid in decided:
+                        if decided and tid in decided:
                             continue
-                        tr = pending[tid] = Trace(tid, deadline)
+                        tr = pending[tid] = Trace(tid)
                     new = True
                     tr.frags.append((entry, rs, ss, ordinal, idx))
-                    tr.span_count += len(idx)
                 ordinal += 1
         if new:
             self.held.append(entry)
