@@ -283,8 +283,7 @@ class Trace:
         return sum(len(f[4]) for f in self.frags)
 
     def spans(self) -> Any:
-        for _h, _rs, ss, _o, idx in self.frags:
-            sp = ss.spans
+        for _h, _rs, sp, _o, idx in self.frags:
             for i in idx:
                 yield sp[i]
 
@@ -293,7 +292,7 @@ class Trace:
         if self._attrs is not None:
             return self._attrs
         attrs: list[dict[str, Any]] = []
-        for held, _rs, ss, ordinal, idx in self.frags:
+        for held, _rs, sp, ordinal, idx in self.frags:
             cap = held.captured
             if cap is not None:
                 for i in idx:
@@ -304,7 +303,6 @@ class Trace:
             hits = held.hits()
             if not hits:
                 continue
-            sp = ss.spans
             for i in idx:
                 if (ordinal, i) in hits:
                     d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in keys}
@@ -364,8 +362,7 @@ class _StatusCode(_Policy):
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         codes = self.codes
-        for _h, _rs, ss, _o, idx in t.frags:
-            sp = ss.spans
+        for _h, _rs, sp, _o, idx in t.frags:
             for i in idx:
                 if sp[i].status.code in codes:
                     return SAMPLED
@@ -826,7 +823,8 @@ class TailSampler:
                 entry.res_values[id(rs)] = {k: res[k].value for k in keys if k in res}
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
-                for i, sp in enumerate(ss.spans):
+                spans = list(ss.spans)  # the wrappers, made once (in C) and kept for the policies
+                for i, sp in enumerate(spans):
                     tid = sp.trace_id
                     g = groups.get(tid)
                     if g is None:
@@ -846,7 +844,7 @@ class TailSampler:
                             continue
                         tr = pending[tid] = Trace(tid)
                     new = True
-                    tr.frags.append((entry, rs, ss, ordinal, idx))
+                    tr.frags.append((entry, rs, spans, ordinal, idx))
                 ordinal += 1
         if new:
             self.held.append(entry)
@@ -854,9 +852,17 @@ class TailSampler:
         return entry, new
 
     def decide(self, tr: Trace, evaluated: list[int] | None = None, hits: list[int] | None = None) -> bool:
+        """Evaluate the policies for one trace (counting into ``evaluated`` / ``hits`` per policy)."""
         keys = self.keys
-        sampled = False
-        inverted_drop = False
+        if not self._invert:
+            for n, p in enumerate(self.policies):
+                d = p.evaluate(tr, keys)
+                if d == SAMPLED or d == INVERT_SAMPLED:
+                    if hits is not None:
+                        hits[n] += 1
+                    return True
+            return False
+        sampled = inverted_drop = False
         for n, p in enumerate(self.policies):
             d = p.evaluate(tr, keys)
             hit = d == SAMPLED or d == INVERT_SAMPLED
@@ -865,10 +871,7 @@ class TailSampler:
                 hits[n] += hit
             if d == INVERT_NOT_SAMPLED:
                 inverted_drop = True
-            if hit:
-                sampled = True
-                if not self._invert:
-                    break
+            sampled = sampled or hit
         return sampled and not inverted_drop
 
     def _decide_entry(self, entry: _Held) -> list[Trace]:
@@ -876,14 +879,20 @@ class TailSampler:
         due = [pending.pop(tid) for _rs, _ss, _o, groups in entry.groups for tid in groups if tid in pending]
         if due:
             tids = [t.tid for t in due]
-            for p in self.policies:
+            policies = self.policies
+            for p in policies:
                 p.prepare(tids)
-            evaluated = [0] * len(self.policies)
-            hits = [0] * len(self.policies)
+            evaluated = [0] * len(policies)
+            hits = [0] * len(policies)
             decide = self.decide
             for tr in due:
                 decided[tr.tid] = decide(tr, evaluated, hits)
-            for n, p in enumerate(self.policies):
+            if not self._invert:  # evaluation stops at the first hit: policy n saw what earlier ones left
+                left = len(due)
+                for n in range(len(policies)):
+                    evaluated[n] = left
+                    left -= hits[n]
+            for n, p in enumerate(policies):
                 if hits[n]:
                     self._counters[(p.name, "true")].inc(hits[n])
                 if evaluated[n] - hits[n]:
