@@ -83,9 +83,11 @@ class RoutingConnector:
         for sg in Signal:
             t: dict[str, tuple[str, ...]] = {}
             for r in config.table:  # first row wins, as the Collector's match_once
-                t.setdefault(r.value, tuple(p for p in r.pipelines if sig_of[p] == sg.value))
+                mine = tuple(p for p in r.pipelines if sig_of.get(p) == sg.value)
+                if mine:  # a row naming only other signals' pipelines leaves this signal to the default
+                    t.setdefault(r.value, mine)
             self.tables[sg] = t
-            self.defaults[sg] = tuple(p for p in config.default_pipelines if sig_of[p] == sg.value)
+            self.defaults[sg] = tuple(p for p in config.default_pipelines if sig_of.get(p) == sg.value)
         self.pipelines: dict[str, Consumer] = known
         ctx = config.from_context or ""
         self.ctx_key = ctx.removeprefix("metadata.").lower()

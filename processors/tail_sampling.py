@@ -811,8 +811,10 @@ class TailSampler:
         # policies need from it now, while it is warm; otherwise find them later in the request's bytes.
         capture = bool(keys) and self._shared and not batch.has_bytes
         req = batch.request
+        captured: dict[tuple[int, int], dict[str, Any]] = {}
+        key1 = next(iter(keys)) if len(keys) == 1 else None
         if capture:
-            entry.captured = {}
+            entry.captured = captured
             indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
         new = False
         ordinal = 0
@@ -833,9 +835,14 @@ class TailSampler:
                         g.append(i)
                     if capture:
                         own = indexes(req, sp)[0]
-                        d = {k: own[k].value for k in keys if k in own}
-                        if d:
-                            entry.captured[(ordinal, i)] = d  # type: ignore[index]
+                        if key1 is not None:
+                            kv = own.get(key1)
+                            if kv is not None:
+                                captured[(ordinal, i)] = {key1: kv.value}
+                        else:
+                            d = {k: own[k].value for k in keys if k in own}
+                            if d:
+                                captured[(ordinal, i)] = d
                 entry.groups.append((rs, ss, ordinal, groups))
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
