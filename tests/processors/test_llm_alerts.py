@@ -106,3 +106,40 @@ async def test_latency_p95_and_guardrail() -> None:
     assert lat["gen_ai.request.model"] == "gpt-4o" and lat["alert.severity"] == "warning"
     g = next(a for _b, a, _r in recs if a["alert.kind"] == "guardrail")
     assert g["tenant.id"] == "acme" and g["alert.key"].startswith("guardrail:tenant.id=acme")
+
+
+async def test_bad_values_are_skipped_not_fatal() -> None:
+    """Odd attribute types and empty ids never raise in any component of this branch."""
+    from processors.filter import FilterConfig, FilterProcessor
+    from processors.llm_metrics import LLMMetricsConfig, LLMMetricsConnector
+    from processors.routing import RoutingConfig, RoutingConnector
+
+    spans = [
+        {"trace_id": b"", "attributes": {"llm.budget.crossed": "lots", "llm.budget.key": 7, "gen_ai.usage.cost": "x",
+                                         "gen_ai.request.model": "m", "gen_ai.usage.input_tokens": "many"}},
+        {"trace_id": b"\x01" * 16, "attributes": {"llm.budget.crossed": [1, 2], "tenant.id": 42,
+                                                  "llm.no_log": "maybe", "feature": {"a": 1}}},
+    ]
+    conn, sink = _conn(error_rate={"threshold": 0.1, "min_requests": 1, "group_by": ["feature", "tenant"]},
+                       latency_p95={"threshold_ms": 1, "min_requests": 1}, guardrail=True)
+    await conn.consume(pb_batch(spans))
+    assert all(a["alert.kind"] != "budget" for _b, a, _r in _records(sink))
+    fsink = Sink()
+    f = FilterProcessor(CreateSettings(id=ComponentID.parse("filter"), kind=Kind.PROCESSOR, signal=Signal.TRACES,
+                                       next=fsink),
+                        FilterConfig.model_validate({"spans": {"drop": [{"attribute": "tenant.id", "gt": 100},
+                                                                        {"attribute": "feature", "matches": "a"}]}}))
+    await f.consume(pb_batch(spans))
+    assert len(fsink.spans()) == 1  # the dict-valued feature matched "a" as text; "maybe" is not a no-log
+    m = LLMMetricsConnector(CreateSettings(id=ComponentID.parse("llm_metrics"), kind=Kind.CONNECTOR,
+                                           consumers={Signal.METRICS: Sink()}),  # type: ignore[dict-item]
+                            LLMMetricsConfig())
+    await m.consume(pb_batch(spans))
+    assert m.build() is not None
+    rsink = Sink()
+    r = RoutingConnector(CreateSettings(id=ComponentID.parse("routing"), kind=Kind.CONNECTOR,
+                                        pipelines={"traces/a": rsink}),  # type: ignore[dict-item]
+                         RoutingConfig.model_validate({"attribute": "tenant.id",
+                                                       "table": [{"value": "42", "pipelines": ["traces/a"]}]}))
+    await r.consume(pb_batch(spans))
+    assert len(rsink.spans()) == 1
