@@ -261,7 +261,7 @@ class FilterProcessor(SimpleProcessor):
             Signal.METRICS: _Compiled(config.metrics.drop if config.metrics else [], "metrics", False),
         }
         keys = set(self._c[Signal.TRACES].attr_keys | self._c[Signal.LOGS].attr_keys)
-        self._shared = hasattr(genai, "indexes") and is_indexed is not None and all(is_indexed(k) for k in keys)
+        self._indexed = is_indexed is not None and all(is_indexed(k) for k in keys)
 
     def _present(self, batch: Batch, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -280,7 +280,8 @@ class FilterProcessor(SimpleProcessor):
         # Which items can have the keys the conditions read: from collector/genai's shared per-request index
         # when the request was changed upstream (earlier processors built the index), otherwise from the
         # request's bytes (a search, then only the items that contain a key are read).
-        shared = self._shared and not batch.has_bytes
+        getter = self._shared_getter(batch) if self._indexed and not batch.has_bytes else None
+        shared = getter is not None
         hits: set[tuple[int, int]] | None = None
         akeys = c.attr_keys
         if not shared and akeys:
@@ -293,23 +294,44 @@ class FilterProcessor(SimpleProcessor):
         no_log = tuple(k for k in c.no_log_keys if k in akeys)
         req = batch.request
         if batch.signal is Signal.TRACES:
-            changed = self._items(req, req.resource_spans, "scope_spans", "spans", c, akeys, rkeys, no_log, hits,
-                                  shared)
+            changed = self._items(req.resource_spans, "scope_spans", "spans", c, akeys, rkeys, no_log, hits,
+                                  getter)
         else:
-            changed = self._items(req, req.resource_logs, "scope_logs", "log_records", c, akeys, rkeys, no_log,
-                                  hits, shared)
+            changed = self._items(req.resource_logs, "scope_logs", "log_records", c, akeys, rkeys, no_log,
+                                  hits, getter)
         if changed:
             batch.modified()
         return batch
 
-    def _items(self, req: Any, resources: Any, scopes_f: str, items_f: str, c: _Compiled, akeys: frozenset[str],
+    @staticmethod
+    def _shared_getter(batch: Batch) -> Callable[[Any, frozenset[str]], dict[str, Any]] | None:
+        """``(item, keys) -> {key: value}`` from collector/genai's shared per-request pass, when it has one:
+        ``span_values`` (Python values per span) for traces, else ``indexes`` (KeyValues per item)."""
+        sv = getattr(genai, "span_values", None)
+        if sv is not None and batch.signal is Signal.TRACES:
+            values = sv(batch)
+
+            def from_values(it: Any, keys: frozenset[str]) -> dict[str, Any]:
+                v = values(it)
+                return {k: v[k] for k in keys if k in v}
+            return from_values
+        indexes = getattr(genai, "indexes", None)
+        if indexes is None:
+            return None
+        req = batch.request
+
+        def from_index(it: Any, keys: frozenset[str]) -> dict[str, Any]:
+            own = indexes(req, it)[0]
+            return {k: genai.value_of(own[k].value) for k in keys if k in own}
+        return from_index
+
+    def _items(self, resources: Any, scopes_f: str, items_f: str, c: _Compiled, akeys: frozenset[str],
                rkeys: frozenset[str], no_log: tuple[str, ...], hits: set[tuple[int, int]] | None,
-               shared: bool) -> bool:
+               getter: Callable[[Any, frozenset[str]], dict[str, Any]] | None) -> bool:
         preds = c.preds
         changed = False
         empty: dict[str, Any] = {}
         ordinal = sum(len(getattr(r, scopes_f)) for r in resources)
-        indexes = getattr(genai, "indexes", None)
         for ri in range(len(resources) - 1, -1, -1):
             res = resources[ri]
             rattrs = _attrs(res.resource.attributes, rkeys)
@@ -319,9 +341,8 @@ class FilterProcessor(SimpleProcessor):
                 items = getattr(scopes[si], items_f)
                 dead = []
                 for i, it in enumerate(items):
-                    if shared:
-                        own = indexes(req, it)[0]  # type: ignore[misc]
-                        a = {k: genai.value_of(own[k].value) for k in akeys if k in own}
+                    if getter is not None:
+                        a = getter(it, akeys)
                     elif hits and (ordinal, i) in hits:
                         a = _attrs(it.attributes, akeys)
                     else:

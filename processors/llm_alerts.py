@@ -150,11 +150,14 @@ class LLMAlertsConnector:
         cfg = self.config
         req = batch.request
         indexes = getattr(genai, "indexes", None)
+        span_values = getattr(genai, "span_values", None)
         is_indexed = getattr(genai, "is_indexed", None)
-        # collector/genai's shared per-request index when the request was changed upstream (the processors
-        # before this connector built it); otherwise a search of the request's bytes
-        shared = indexes is not None and is_indexed is not None and not batch.has_bytes \
-            and all(is_indexed(k) for k in self._budget_keys)
+        # collector/genai's shared per-request pass when the request was changed upstream (the processors
+        # before this connector made it): span_values (Python values) or indexes (KeyValues); otherwise a
+        # search of the request's bytes
+        shared = (span_values is not None or indexes is not None) and is_indexed is not None \
+            and not batch.has_bytes and all(is_indexed(k) for k in self._budget_keys)
+        values = span_values(batch) if shared and span_values is not None and cfg.budget else None
         budget_hits: set[tuple[int, int]] | None = None
         if shared:
             want_budget, want_guard = cfg.budget, cfg.guardrail
@@ -180,7 +183,10 @@ class LLMAlertsConnector:
                 ordinal += 1
                 for i, span in enumerate(ss.spans):
                     if want_budget and (budget_hits is None or (ordinal, i) in budget_hits):
-                        rec = self._budget(span, indexes(req, span)[0] if shared else None)  # type: ignore[misc]
+                        if values is not None:
+                            rec = self._budget(span, None, values(span))
+                        else:
+                            rec = self._budget(span, indexes(req, span)[0] if shared else None)  # type: ignore[misc]
                         if rec is not None:
                             records.append(rec)
                     if not (self._need_calls or want_guard):
@@ -224,10 +230,14 @@ class LLMAlertsConnector:
         return out if out.resource_logs else None
 
     # -- budget ---------------------------------------------------------------------------------------
-    def _budget(self, span: Any, idx: dict[str, Any] | None) -> Any | None:
+    def _budget(self, span: Any, idx: dict[str, Any] | None, pyvals: dict[str, Any] | None = None) -> Any | None:
         kc, kn, kk, ks, kl = self._budget_keys
         vals: dict[str, Any] = {}
-        if idx is not None:
+        if pyvals is not None:
+            if kc not in pyvals:
+                return None
+            vals = {k: pyvals[k] for k in self._budget_keys if k in pyvals}
+        elif idx is not None:
             if kc not in idx:
                 return None
             for k in self._budget_keys:

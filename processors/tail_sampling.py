@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client import Counter, Gauge
 from pydantic import Field, model_validator
 
@@ -317,6 +318,11 @@ class Trace:
         return self._res
 
 
+def _pv(v: Any) -> Any:
+    """A Python value from an AnyValue (bytes / own-index paths) or as it is (genai's values path)."""
+    return genai.value_of(v) if isinstance(v, AnyValue) else v
+
+
 def _num(v: Any) -> float | None:
     if v is None or isinstance(v, bool):
         return None
@@ -399,13 +405,13 @@ class _AttrPolicy(_Policy):
         hit = False
         for d in t.resource_attrs(keys):
             av = d.get(key)
-            if av is not None and self.match(genai.value_of(av)):
+            if av is not None and self.match(_pv(av)):
                 hit = True
                 break
         if not hit:
             for d in t.span_attrs(keys):
                 av = d.get(key)
-                if av is not None and self.match(genai.value_of(av)):
+                if av is not None and self.match(_pv(av)):
                     hit = True
                     break
         if self.invert:
@@ -507,7 +513,7 @@ class _Cost(_Policy):
             for n in self.names:
                 av = d.get(n)
                 if av is not None:
-                    total += _num(genai.value_of(av)) or 0.0
+                    total += _num(_pv(av)) or 0.0
                     break
         return SAMPLED if total >= self.min and total > 0 else NOT_SAMPLED
 
@@ -521,7 +527,7 @@ class _BudgetExceeded(_Policy):
         for d in t.span_attrs(keys):
             for n in self.names:
                 av = d.get(n)
-                if av is not None and _truthy(genai.value_of(av)):
+                if av is not None and _truthy(_pv(av)):
                     return SAMPLED
         return NOT_SAMPLED
 
@@ -544,7 +550,7 @@ class _TenantRate(_Policy):
                 for n in self.names:
                     av = d.get(n)
                     if av is not None:
-                        v = genai.value_of(av)
+                        v = _pv(av)
                         if v not in (None, ""):
                             return str(v)
         return None
@@ -711,8 +717,8 @@ class TailSampler:
         self.finder = KeyFinder(self.keys)
         self._invert = any(_has_invert(p) for p in config.policies)
         is_indexed = getattr(genai, "is_indexed", None)
-        self._shared = bool(self.keys) and hasattr(genai, "indexes") and is_indexed is not None \
-            and all(is_indexed(k) for k in self.keys)
+        self._shared = bool(self.keys) and (hasattr(genai, "span_values") or hasattr(genai, "indexes")) \
+            and is_indexed is not None and all(is_indexed(k) for k in self.keys)
         self.pending: dict[bytes, Trace] = {}
         self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
         self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
@@ -813,16 +819,19 @@ class TailSampler:
         req = batch.request
         captured: dict[tuple[int, int], dict[str, Any]] = {}
         key1 = next(iter(keys)) if len(keys) == 1 else None
+        values: Any = None
         if capture:
             entry.captured = captured
-            indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
+            # genai.span_values (Python values per span, cached per request by the processors before) or
+            # genai.indexes (KeyValues per span)
+            sv = getattr(genai, "span_values", None)
+            if sv is not None:
+                values = sv(batch)
+            else:
+                indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
         new = False
         ordinal = 0
         for rs in req.resource_spans:
-            if capture:
-                first = rs.scope_spans[0].spans[0] if rs.scope_spans and rs.scope_spans[0].spans else None
-                res = indexes(req, first, rs.resource)[1] if first is not None else {}
-                entry.res_values[id(rs)] = {k: res[k].value for k in keys if k in res}
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
                 spans = list(ss.spans)  # the wrappers, made once (in C) and kept for the policies
@@ -833,7 +842,16 @@ class TailSampler:
                         groups[tid] = [i]
                     else:
                         g.append(i)
-                    if capture:
+                    if values is not None:
+                        own = values(sp)
+                        if key1 is not None:
+                            if key1 in own:
+                                captured[(ordinal, i)] = {key1: own[key1]}
+                        else:
+                            d = {k: own[k] for k in keys if k in own}
+                            if d:
+                                captured[(ordinal, i)] = d
+                    elif capture:
                         own = indexes(req, sp)[0]
                         if key1 is not None:
                             kv = own.get(key1)

@@ -32,15 +32,24 @@ def _read_cached(request: Any, span: Any, resource: Any = None) -> Any:
     return genai.read(span, idx=merged)
 
 
-@pytest.fixture(params=["bytes", "shared"])
+def _span_values(batch: Any) -> Any:
+    CALLS.append(1)
+
+    def values(span: Any) -> dict[str, Any]:
+        return {kv.key: genai.value_of(kv.value) for kv in span.attributes}
+    return values
+
+
+@pytest.fixture(params=["bytes", "shared", "values"])
 def mode(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "shared":
+    for name in ("indexes", "read_cached", "is_indexed", "span_values"):
+        monkeypatch.delattr(genai, name, raising=False)
+    if request.param in ("shared", "values"):
         monkeypatch.setattr(genai, "indexes", _indexes, raising=False)
         monkeypatch.setattr(genai, "read_cached", _read_cached, raising=False)
         monkeypatch.setattr(genai, "is_indexed", lambda k: True, raising=False)
-    else:
-        for name in ("indexes", "read_cached", "is_indexed"):
-            monkeypatch.delattr(genai, name, raising=False)
+    if request.param == "values":
+        monkeypatch.setattr(genai, "span_values", _span_values, raising=False)
     CALLS.clear()
     return str(request.param)
 
@@ -77,7 +86,7 @@ async def test_tail_sampling_same_decisions(mode: str) -> None:
     await ts.shutdown()
     want = {s["trace_id"] for i, s in enumerate(spans) if i % 25 == 3 or i % 50 == 0}
     assert {s.trace_id for s in sink.spans()} == want
-    assert (len(CALLS) > 0) == (mode == "shared")
+    assert (len(CALLS) > 0) == (mode != "bytes")
 
 
 async def test_filter_and_alerts_same_results(mode: str) -> None:
