@@ -91,9 +91,43 @@ class _Count:
         self.items += batch.item_count()
 
 
-def _settings(name: str, sink: Any, kind: Kind = Kind.PROCESSOR) -> CreateSettings:
+class _Storage:
+    """A file_storage extension in a temporary directory (for tail_sampling with storage)."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="bench-ts-")
+        self.fsync = False
+
+    def path_for(self, kind: str, cid: str) -> str:
+        return os.path.join(self.dir, f"{kind}_{cid}_{time.time_ns()}.sqlite")
+
+    def extension(self, _cid: str) -> Any:
+        return self
+
+
+def _settings(name: str, sink: Any, kind: Kind = Kind.PROCESSOR, host: Any = None) -> CreateSettings:
     return CreateSettings(id=ComponentID.parse(name), kind=kind, signal=Signal.TRACES, pipeline="traces",
-                          next=sink, consumers={Signal.METRICS: sink, Signal.LOGS: sink})
+                          next=sink, consumers={Signal.METRICS: sink, Signal.LOGS: sink}, host=host)
+
+
+class _Started:
+    """tail_sampling with storage: start() opens the SQLite file (outside the clock), no timer task."""
+
+    def __init__(self, ts: Any) -> None:
+        self.ts = ts
+
+    async def consume(self, batch: Batch) -> None:
+        if self.ts._store is None:
+            from processors.tail_sampling import _Store
+
+            ext = self.ts.settings.host.extension("file_storage")
+            self.ts._store = _Store(ext.path_for("processor", "tail_sampling"), False)
+        await self.ts.consume(batch)
+
+    async def flush(self) -> None:
+        await self.ts.flush()
 
 
 _WARM: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -194,7 +228,10 @@ async def main() -> None:
     no_attr = TailSamplingConfig.model_validate({"decision_wait": 3600, "num_traces": 10 ** 6, "policies": [
         {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 5}}]})
+    stored = recipe.model_copy(update={"storage": "file_storage"})
     cases: list[tuple[str, Any, bool]] = [
+        ("tail_sampling recipe + storage (SQLite, no fsync)", lambda s: _Started(TailSampler(
+            _settings("tail_sampling", s, host=_Storage()), stored)), True),
         ("tail_sampling recipe (errors, budget_exceeded, 5%)", lambda s: TailSampler(_settings("tail_sampling", s), recipe), True),
         ("tail_sampling (errors, 5%)", lambda s: TailSampler(_settings("tail_sampling", s), no_attr), True),
         ("probabilistic_sampler 10%", lambda s: ProbabilisticSampler(

@@ -669,6 +669,7 @@ class _Store:
         if d:
             os.makedirs(d, exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA page_size=16384")  # held requests are large blobs: fewer, bigger pages
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self.db.execute("CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, arrival_ns INTEGER NOT NULL, "
@@ -682,7 +683,11 @@ class _Store:
 
     def put_decisions(self, rows: list[tuple[bytes, int]], keep: int) -> None:
         """Remember decisions (for spans that arrive after a restart); the newest ``keep`` are kept."""
-        self.db.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?)", rows)
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?)", rows)
+        finally:
+            self.db.execute("COMMIT")  # one transaction, not one per row
         self._writes += 1
         if self._writes % 50 == 0:
             self.db.execute("DELETE FROM decisions WHERE rowid <= (SELECT MAX(rowid) FROM decisions) - ?", (keep,))
