@@ -806,6 +806,9 @@ class TailSampler:
             return
         if self._store is not None:
             self._store.put(seq, arrival_ns, json.dumps(dict(batch.metadata)), batch.to_bytes())
+        # While it waits, keep the request once (parsed), not twice (parsed and its bytes): most held requests
+        # lose spans at the decision anyway, so their bytes would not be reused.
+        batch.modified()
         if len(self.pending) > self.config.num_traces:
             async with self._lock:
                 while len(self.pending) > self.config.num_traces and self.held:
@@ -877,6 +880,8 @@ class TailSampler:
                     tr.frags.append((entry, rs, spans, ordinal, idx))
                 ordinal += 1
         if new:
+            if keys and not capture:
+                entry.hits()  # now, while the bytes are at hand (they are dropped below)
             self.held.append(entry)
             self._mem.set(len(pending))
         return entry, new
