@@ -763,7 +763,12 @@ class TailSampler:
                     continue
                 left = self.config.decision_wait - (now_wall - arrival_ns) / 1e9
                 self._seq = max(self._seq, seq)
-                self._hold(batch, now + max(0.0, min(left, self.config.decision_wait)), seq, arrival_ns)
+                entry, new = self._hold(batch, now + max(0.0, min(left, self.config.decision_wait)), seq,
+                                        arrival_ns)
+                if not new:  # every trace in it was decided before the crash: forward by those decisions
+                    self._apply(entry)
+                    await self._forward(batch)
+                    self._store.delete(seq)
             if restored:
                 self.log.info("tail_sampling: restored %d held requests from %s", len(restored), path)
         self._task = asyncio.create_task(self._run(), name=f"tail_sampling {self.settings.id}")

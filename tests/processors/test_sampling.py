@@ -294,10 +294,19 @@ async def test_storage_restores_held_requests_after_a_crash(tmp_path: Path) -> N
     await asyncio.sleep(0.2)
     assert {s.trace_id for s in sink2.spans()} == {t for i, t in enumerate(ids) if i % 3 == 0}
     await ts2.shutdown()
+    # a held request whose traces were all decided before a crash is forwarded by those decisions on start
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "processor_tail_sampling.sqlite")
+    late = pb_batch([_mk(t) for t in ids[:6]])
+    db.execute("INSERT INTO held VALUES (999, 0, '{}', ?)", (late.to_bytes(),))
+    db.commit()
+    db.close()
     sink3 = Sink()
     ts3 = TailSampler(settings(sink3, host=_Host(tmp_path)), cfg2)
     await ts3.start()
     assert len(ts3.held) == 0  # forwarded requests were deleted
+    assert [s.trace_id for s in sink3.spans()] == [ids[0], ids[3]]
     # late spans (no error of their own) of traces decided before the restart follow the stored decision
     await ts3.consume(pb_batch([_mk(t) for t in ids]))
     assert {s.trace_id for s in sink3.spans()} == {t for i, t in enumerate(ids) if i % 3 == 0}
