@@ -42,17 +42,21 @@ LATENCY_MS_BUCKETS: list[float] = [50, 100, 250, 500, 1000, 2500, 5000, 10000, 2
 # dimension name -> (attribute key on the metric, how to read it from an LLMCall)
 DIMENSIONS: dict[str, tuple[str, str]] = {
     "model": ("model", "model"),
-    "request_model": ("gen_ai.request.model", "request_model"),
-    "response_model": ("gen_ai.response.model", "response_model"),
+    "request_model": (genai.KEYS["request_model"][0], "request_model"),
+    "response_model": (genai.KEYS["response_model"][0], "response_model"),
     "provider": ("provider", "provider"),
     "operation": ("operation", "operation"),
-    "tenant": ("tenant.id", "tenant"),
-    "feature": ("feature", "feature"),
-    "team": ("team", "team"),
-    "user": ("user.id", "user"),
+    "tenant": (genai.WRITE["tenant"], "tenant"),
+    "feature": (genai.WRITE["feature"], "feature"),
+    "team": (genai.WRITE["team"], "team"),
+    "user": (genai.WRITE["user"], "user"),
     "outcome": ("outcome", "outcome"),
     "cache_hit": ("cache_hit", "cache_hit"),
 }
+# the GenAI semantic-convention attribute names of the gen_ai.client.* metrics
+_OP, _PROVIDER = genai.KEYS["operation"][0], genai.KEYS["provider"][0]
+_REQ_MODEL, _RESP_MODEL, _ERROR_TYPE = (genai.KEYS["request_model"][0], genai.KEYS["response_model"][0],
+                                        genai.KEYS["error_type"][0])
 _TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
 _CUMULATIVE, _DELTA = 2, 1  # AggregationTemporality enum values
 OVERFLOW = "otel.metric.overflow"
@@ -302,19 +306,19 @@ class LLMMetricsConnector:
                 err = ""
             else:
                 _svc, op, provider, req_model, resp_model, err = key  # type: ignore[misc]
-                attrs = [("gen_ai.operation.name", op)]
+                attrs = [(_OP, op)]
                 if provider:
-                    attrs.append(("gen_ai.provider.name", provider))
+                    attrs.append((_PROVIDER, provider))
                 if req_model:
-                    attrs.append(("gen_ai.request.model", req_model))
+                    attrs.append((_REQ_MODEL, req_model))
                 if resp_model:
-                    attrs.append(("gen_ai.response.model", resp_model))
+                    attrs.append((_RESP_MODEL, resp_model))
             for tt, h in s.tokens.items():
                 if h.count:
                     _hist_point(tok.histogram.data_points.add(), attrs + [("gen_ai.token.type", tt)], start, now,
                                 h, TOKEN_USAGE_BUCKETS)
             if s.duration.count:
-                _hist_point(dur.histogram.data_points.add(), attrs + ([("error.type", err)] if err else []),
+                _hist_point(dur.histogram.data_points.add(), attrs + ([(_ERROR_TYPE, err)] if err else []),
                             start, now, s.duration, DURATION_BUCKETS)
         if not tok.histogram.data_points:
             del sm.metrics[len(sm.metrics) - 2]
