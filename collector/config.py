@@ -361,4 +361,9 @@ def _check_service(
             errors.append(f'connectors::{name}: cannot consume {s.value}')
         for s in conn_as_receiver.get(name, set()) - cc.factory.out_signals:
             errors.append(f'connectors::{name}: cannot emit {s.value}')
+        # a connector config may check the pipelines it feeds (e.g. routing's table names)
+        check = getattr(cc.config, "check_output_pipelines", None)
+        if check is not None:
+            outs = [pid for pid, p in service.pipelines.items() if name in p.receivers]
+            errors.extend(check(f"connectors::{name}", outs))
     return errors

@@ -138,6 +138,12 @@ class Batch:
             self._raw = self._request.SerializeToString()
         return self._raw
 
+    @property
+    def has_bytes(self) -> bool:
+        """True when the serialised form is at hand (nothing changed the request since it was received or
+        last serialised), so :meth:`to_bytes` costs nothing."""
+        return self._raw is not None
+
     def modified(self) -> None:
         """Call after changing the request in place: drops the cached bytes and item count."""
         self._raw = None
