@@ -54,7 +54,7 @@ def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     rc = col.proc.wait(timeout=15)
     col.stop()
     assert rc == 0, col.logs()
-    assert time.monotonic() - t0 < 2 + 3
+    assert time.monotonic() - t0 < 2 + 10  # shutdown_timeout plus a generous margin for a loaded machine
     assert "stopped" in col.logs()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", hp), timeout=1).close()
