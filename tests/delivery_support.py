@@ -132,7 +132,7 @@ class OtlpBackend:
         self._stop = asyncio.Event()
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/traces", self._http)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         self.http_port = self.http_port or free_port()
         await web.TCPSite(runner, "127.0.0.1", self.http_port).start()
