@@ -41,7 +41,7 @@ from collector import telemetry as tm
 from collector.component import CreateSettings
 from collector.config import Duration, StrictModel
 from collector.errors import PermanentError, RefusedError, RetryableError
-from collector.pdata import Batch, to_otlp_json_obj
+from collector.pdata import Batch, Signal, to_otlp_json_obj
 from collector.queue import Entry, QueueFullError, SendingQueue
 
 __all__ = [
@@ -143,6 +143,14 @@ class BaseExporter:
         self.last_error_time: float | None = None
         self.dropped: Counter[str] = Counter()
         self._retrying = 0
+        self._counters: dict[tuple[int, Signal], Any] = {}
+
+    def _count(self, family: dict[Signal, Any], signal: Signal, n: int) -> None:
+        key = (id(family), signal)
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = family[signal].labels(self.id)
+        c.inc(n)
 
     # -- hooks for subclasses -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -227,7 +235,7 @@ class BaseExporter:
         try:
             await self._queue.put(batch)
         except QueueFullError as e:
-            tm.exporter_enqueue_failed[batch.signal].labels(self.id).inc(batch.item_count())
+            self._count(tm.exporter_enqueue_failed, batch.signal, batch.item_count())
             self._rl.log(logging.WARNING, "full", "refusing data: %s", e)
             raise RefusedError(str(e)) from None
 
@@ -288,7 +296,7 @@ class BaseExporter:
             try:
                 await asyncio.wait_for(self.send(batch), timeout=self.config.timeout or None)
             except PermanentError as e:
-                tm.exporter_send_failed[batch.signal].labels(self.id).inc(n)
+                self._count(tm.exporter_send_failed, batch.signal, n)
                 self._record_error("error", e)
                 self._rl.log(logging.ERROR, "permanent", "dropping %d %s: permanent error: %s",
                              n, batch.signal.item_name, e)
@@ -297,7 +305,7 @@ class BaseExporter:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - anything not permanent is retryable
-                tm.exporter_send_failed[batch.signal].labels(self.id).inc(n)
+                self._count(tm.exporter_send_failed, batch.signal, n)
                 err: BaseException = e
                 if isinstance(e, asyncio.TimeoutError):
                     err = RetryableError(f"timed out after {self.config.timeout:g}s")
@@ -337,7 +345,7 @@ class BaseExporter:
                 finally:
                     self._retrying -= 1
             else:
-                tm.exporter_sent[batch.signal].labels(self.id).inc(n)
+                self._count(tm.exporter_sent, batch.signal, n)
                 self.status = "active"
                 return _Outcome.SENT
 

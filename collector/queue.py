@@ -65,6 +65,7 @@ class Entry:
     """Monotonic time it entered this process's queue (for ``batch.flush_timeout``)."""
     metadata: Mapping[str, str] = field(default_factory=dict)
     batch: Batch | None = None
+    blob: int = 0
     raw: bytes | None = None
 
     def group_key(self) -> tuple[Any, ...]:
@@ -74,12 +75,12 @@ class Entry:
 # --- SQLite store -----------------------------------------------------------------------------------------
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     data BLOB NOT NULL,
     refs INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS entries(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     queue TEXT NOT NULL,
     blob INTEGER NOT NULL,
     signal TEXT NOT NULL,
@@ -111,7 +112,12 @@ class SqliteStore:
         self._q: _stdqueue.SimpleQueue[list[_Op] | None] = _stdqueue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._buf: list[_Op] = []
+        # thread-side state: ids are handed out here (so a group is inserted with executemany), and the
+        # blobs written recently by this process, to share one between the queues of a fan-out
+        self._next_entry = 1
+        self._next_blob = 1
         self._recent: collections.OrderedDict[int, tuple[bytes, int]] = collections.OrderedDict()
+        self._live: dict[int, int] = {}
         self._lock = threading.Lock()
         self.commits = 0
         """Transactions committed (group commit: usually far fewer than operations)."""
@@ -163,18 +169,20 @@ class SqliteStore:
             self._q.put(ops)
 
     async def enqueue(self, queue: str, raw: bytes, signal: Signal, items: int, created: float,
-                      metadata: Mapping[str, str]) -> int:
-        """Commit one request to ``queue``; returns its entry id. ``raw`` objects passed by several queues in
-        the same group (one fan-out) are stored once."""
-        return int(await self._submit("enqueue", queue, raw, signal.value, items, created,
-                                      json.dumps(dict(metadata)) if metadata else None))
+                      metadata: Mapping[str, str]) -> tuple[int, int]:
+        """Commit one request to ``queue``; returns (entry id, blob id). The same ``raw`` object enqueued by
+        several queues (one fan-out) is stored once."""
+        eid, blob = await self._submit("enqueue", queue, raw, signal.value, items, created,
+                                       json.dumps(dict(metadata)) if metadata else None)
+        return int(eid), int(blob)
 
-    async def ack(self, ids: Sequence[int]) -> None:
-        if ids:
-            await self._submit("ack", list(ids))
+    async def ack(self, entries: Sequence[tuple[int, int]]) -> None:
+        """Delete entries, given as (entry id, blob id); a blob goes with its last entry."""
+        if entries:
+            await self._submit("ack", list(entries))
 
-    async def load(self, queue: str) -> list[tuple[int, str, int, int, float, str | None]]:
-        """(id, signal, items, bytes, created, metadata) of every entry of ``queue``, oldest first."""
+    async def load(self, queue: str) -> list[tuple[int, int, str, int, int, float, str | None]]:
+        """(id, blob, signal, items, bytes, created, metadata) of every entry of ``queue``, oldest first."""
         return list(await self._submit("load", queue))
 
     async def read(self, ids: Sequence[int]) -> dict[int, bytes]:
@@ -190,6 +198,8 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
+        self._next_entry = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
+        self._next_blob = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM blobs").fetchone()[0]
         return conn
 
     def _run(self, ready: _stdqueue.SimpleQueue[BaseException | None]) -> None:
@@ -227,7 +237,12 @@ class SqliteStore:
     def _transaction(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
+            enq = [op for op in ops if op.kind == "enqueue"]
+            if enq:
+                self._enqueue_many(conn, enq)
             for op in ops:
+                if op.kind == "enqueue":
+                    continue
                 try:
                     op.result = getattr(self, "_op_" + op.kind)(conn, *op.args)
                 except sqlite3.Error as e:
@@ -240,7 +255,8 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            self._recent.clear()  # ids of rolled back blobs may be handed out again
+            self._recent.clear()
+            self._live.clear()
             for op in ops:
                 op.error = e
         by_loop: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
@@ -252,36 +268,57 @@ class SqliteStore:
             except RuntimeError:  # that loop is closed: nobody waits any more
                 pass
 
-    def _op_enqueue(self, conn: sqlite3.Connection, queue: str, raw: bytes, signal: str, items: int,
-                    created: float, metadata: str | None) -> int:
-        key = id(raw)
-        blob: int | None = None
-        hit = self._recent.get(key)
-        if hit is not None and hit[0] is raw:
-            if conn.execute("UPDATE blobs SET refs = refs + 1 WHERE id = ?", (hit[1],)).rowcount == 1:
+    def _enqueue_many(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+        new_blobs: dict[int, list[Any]] = {}
+        more_refs: collections.Counter[int] = collections.Counter()
+        rows = []
+        for op in ops:
+            queue, raw, signal, items, created, metadata = op.args
+            key = id(raw)
+            hit = self._recent.get(key)
+            if hit is not None and hit[0] is raw and hit[1] in self._live:
                 blob = hit[1]
-        if blob is None:
-            blob = int(conn.execute("INSERT INTO blobs(data, refs) VALUES (?, 1)", (raw,)).lastrowid or 0)
-            self._recent[key] = (raw, blob)
-            while len(self._recent) > 256:
-                self._recent.popitem(last=False)
-        cur = conn.execute(
-            "INSERT INTO entries(queue, blob, signal, items, bytes, created, metadata) VALUES (?,?,?,?,?,?,?)",
-            (queue, blob, signal, items, len(raw), created, metadata))
-        return int(cur.lastrowid or 0)
+                self._live[blob] += 1
+                if blob in new_blobs:
+                    new_blobs[blob][2] += 1
+                else:
+                    more_refs[blob] += 1
+            else:
+                blob = self._next_blob
+                self._next_blob += 1
+                new_blobs[blob] = [blob, raw, 1]
+                self._recent[key] = (raw, blob)
+                self._live[blob] = 1
+            eid = self._next_entry
+            self._next_entry += 1
+            rows.append((eid, queue, blob, signal, items, len(raw), created, metadata))
+            op.result = (eid, blob)
+        if new_blobs:
+            conn.executemany("INSERT INTO blobs(id, data, refs) VALUES (?, ?, ?)", list(new_blobs.values()))
+        if more_refs:
+            conn.executemany("UPDATE blobs SET refs = refs + ? WHERE id = ?", [(n, b) for b, n in more_refs.items()])
+        conn.executemany("INSERT INTO entries(id, queue, blob, signal, items, bytes, created, metadata) "
+                         "VALUES (?,?,?,?,?,?,?,?)", rows)
+        while len(self._recent) > 256:
+            _raw, b = self._recent.popitem(last=False)[1]
+            self._live.pop(b, None)
 
-    def _op_ack(self, conn: sqlite3.Connection, ids: list[int]) -> None:
-        for chunk in _chunks(ids, 500):
-            marks = ",".join("?" * len(chunk))
-            blobs = [r[0] for r in conn.execute(f"SELECT blob FROM entries WHERE id IN ({marks})", chunk)]
-            conn.execute(f"DELETE FROM entries WHERE id IN ({marks})", chunk)
-            counts = collections.Counter(blobs)
-            conn.executemany("UPDATE blobs SET refs = refs - ? WHERE id = ?", [(n, b) for b, n in counts.items()])
-            conn.executemany("DELETE FROM blobs WHERE id = ? AND refs <= 0", [(b,) for b in counts])
+    def _op_ack(self, conn: sqlite3.Connection, entries: list[tuple[int, int]]) -> None:
+        conn.executemany("DELETE FROM entries WHERE id = ?", [(e,) for e, _b in entries])
+        counts = collections.Counter(b for _e, b in entries)
+        conn.executemany("UPDATE blobs SET refs = refs - ? WHERE id = ?", [(n, b) for b, n in counts.items()])
+        conn.executemany("DELETE FROM blobs WHERE id = ? AND refs <= 0", [(b,) for b in counts])
+        for b, n in counts.items():
+            left = self._live.get(b)
+            if left is not None:
+                if left - n <= 0:
+                    del self._live[b]
+                else:
+                    self._live[b] = left - n
 
     def _op_load(self, conn: sqlite3.Connection, queue: str) -> list[tuple[Any, ...]]:
         return conn.execute(
-            "SELECT id, signal, items, bytes, created, metadata FROM entries WHERE queue = ? ORDER BY id",
+            "SELECT id, blob, signal, items, bytes, created, metadata FROM entries WHERE queue = ? ORDER BY id",
             (queue,)).fetchall()
 
     def _op_read(self, conn: sqlite3.Connection, ids: list[int]) -> list[tuple[int, bytes]]:
@@ -347,6 +384,7 @@ class SendingQueue:
         self._get_lock = asyncio.Lock()
         self._draining = False
         self._closed = False
+        self._gauges: dict[Signal, Any] = {}
 
     @property
     def persistent(self) -> bool:
@@ -367,7 +405,10 @@ class SendingQueue:
 
     def _gauge(self, signals: Any = None) -> None:
         for s in signals if signals is not None else self.signals:
-            tm.exporter_queue_size.labels(self.name, s.value).set(self._used_by_signal[s])
+            g = self._gauges.get(s)
+            if g is None:
+                g = self._gauges[s] = tm.exporter_queue_size.labels(self.name, s.value)
+            g.set(self._used_by_signal[s])
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -376,12 +417,12 @@ class SendingQueue:
         if self.store is not None:
             rows = await self.store.load(self.name)
             now = time.monotonic()
-            for eid, sig, items, nbytes, created, md in rows:
+            for eid, blob, sig, items, nbytes, created, md in rows:
                 try:
                     signal = Signal(sig)
                 except ValueError:
                     continue
-                e = Entry(eid, signal, items, nbytes, created, now, json.loads(md) if md else {})
+                e = Entry(eid, signal, items, nbytes, created, now, json.loads(md) if md else {}, blob=blob)
                 self._add(e)
             if rows:
                 log.info("exporter %s: %d requests (%d bytes) restored from the persistent queue",
@@ -444,9 +485,10 @@ class SendingQueue:
                 if self._bytes + len(raw) > self._budget:
                     await self._make_room(len(raw))
                 created = batch.received_ns / 1e9
-                eid = await self.store.enqueue(self.name, raw, batch.signal, items, created, batch.metadata)
+                eid, blob = await self.store.enqueue(self.name, raw, batch.signal, items, created, batch.metadata)
                 keep = raw if self._cached + len(raw) <= _CACHE_BYTES else None
-                e = Entry(eid, batch.signal, items, len(raw), created, time.monotonic(), batch.metadata, raw=keep)
+                e = Entry(eid, batch.signal, items, len(raw), created, time.monotonic(), batch.metadata, raw=keep,
+                          blob=blob)
             else:
                 e = Entry(next(self._ids), batch.signal, items, 0, batch.received_ns / 1e9, time.monotonic(),
                           batch.metadata, batch=batch)
@@ -594,7 +636,7 @@ class SendingQueue:
             self._pending.pop(e.id, None)
         try:
             if self.store is not None and self.store.is_open:
-                await self.store.ack([e.id for e in entries])
+                await self.store.ack([(e.id, e.blob) for e in entries])
         finally:
             for e in entries:
                 self._remove(e)
