@@ -39,7 +39,7 @@ from collector.pdata import Batch, Signal
 if TYPE_CHECKING:  # pragma: no cover
     from collector.exporterhelper import QueueConfig
 
-__all__ = ["Entry", "QueueFullError", "SendingQueue", "SqliteStore"]
+__all__ = ["Entry", "QueueFullError", "SendingQueue", "SqliteStore", "split_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -336,6 +336,56 @@ class SqliteStore:
         return [("blobs", b[0]), ("blob_bytes", b[1]), ("entries", e[0])]
 
 
+_LAYOUT = {
+    Signal.TRACES: ("resource_spans", "scope_spans", "spans"),
+    Signal.LOGS: ("resource_logs", "scope_logs", "log_records"),
+    Signal.METRICS: ("resource_metrics", "scope_metrics", "metrics"),
+}
+
+
+def _weight(signal: Signal, item: Any) -> int:
+    if signal is not Signal.METRICS:
+        return 1
+    kind = item.WhichOneof("data")
+    return len(getattr(item, kind).data_points) if kind else 0
+
+
+def split_batch(batch: Batch, max_items: int) -> list[Batch]:
+    """Split a request into requests of at most ``max_items`` items (a metric is not split across its data
+    points), keeping each item's resource and scope."""
+    res_f, scope_f, item_f = _LAYOUT[batch.signal]
+    req_type = type(batch.request)
+    out: list[Batch] = []
+    cur = req_type()
+    n = 0
+
+    def flush() -> None:
+        nonlocal cur, n
+        if n:
+            out.append(Batch(batch.signal, cur, metadata=batch.metadata, received_ns=batch.received_ns))
+        cur, n = req_type(), 0
+
+    for rs in getattr(batch.request, res_f):
+        for ss in getattr(rs, scope_f):
+            target = None
+            for item in getattr(ss, item_f):
+                w = _weight(batch.signal, item)
+                if n and n + w > max_items:
+                    flush()
+                    target = None
+                if target is None:
+                    new_rs = getattr(cur, res_f).add()
+                    new_rs.resource.CopyFrom(rs.resource)
+                    new_rs.schema_url = rs.schema_url
+                    target = getattr(new_rs, scope_f).add()
+                    target.scope.CopyFrom(ss.scope)
+                    target.schema_url = ss.schema_url
+                getattr(target, item_f).add().CopyFrom(item)
+                n += w
+    flush()
+    return out or [batch]
+
+
 def _resolve(ops: list[_Op]) -> None:
     for op in ops:
         if op.future.done():
@@ -480,22 +530,32 @@ class SendingQueue:
         self._used += cost
         self._used_by_signal[batch.signal] += cost
         try:
+            parts = [batch]
+            bcfg = self.config.batch
+            if bcfg is not None and bcfg.max_size and bcfg.sizer == "items" and items > bcfg.max_size:
+                parts = split_batch(batch, bcfg.max_size)
             if self.store is not None:
-                raw = batch.to_bytes()
-                if self._bytes + len(raw) > self._budget:
-                    await self._make_room(len(raw))
+                raws = [p.to_bytes() for p in parts]
+                need = sum(len(r) for r in raws)
+                if self._bytes + need > self._budget:
+                    await self._make_room(need)
                 created = batch.received_ns / 1e9
-                eid, blob = await self.store.enqueue(self.name, raw, batch.signal, items, created, batch.metadata)
-                keep = raw if self._cached + len(raw) <= _CACHE_BYTES else None
-                e = Entry(eid, batch.signal, items, len(raw), created, time.monotonic(), batch.metadata, raw=keep,
-                          blob=blob)
+                ids = await asyncio.gather(*(
+                    self.store.enqueue(self.name, r, p.signal, p.item_count(), created, p.metadata)
+                    for p, r in zip(parts, raws)))
+                entries = []
+                for p, r, (eid, blob) in zip(parts, raws, ids):
+                    keep = r if self._cached + len(r) <= _CACHE_BYTES else None
+                    entries.append(Entry(eid, p.signal, p.item_count(), len(r), created, time.monotonic(),
+                                         p.metadata, raw=keep, blob=blob))
             else:
-                e = Entry(next(self._ids), batch.signal, items, 0, batch.received_ns / 1e9, time.monotonic(),
-                          batch.metadata, batch=batch)
+                entries = [Entry(next(self._ids), p.signal, p.item_count(), 0, p.received_ns / 1e9,
+                                 time.monotonic(), p.metadata, batch=p) for p in parts]
         finally:
             self._used -= cost
             self._used_by_signal[batch.signal] -= cost
-        self._add(e)
+        for e in entries:
+            self._add(e)
         self._gauge((batch.signal,))
         self._data.set()
 

@@ -306,3 +306,34 @@ async def test_status_endpoint_reports_per_exporter_state(tmp_path: Path) -> Non
             assert bad_st["status"] == "retrying" and "backend on fire" in bad_st["last_error"]
             assert bad_st["queue_size"] == 1 and bad_st["queue_capacity"] == 1000 and bad_st["last_error_time"]
             assert good_st["status"] == "active" and good_st["last_error"] is None and good_st["queue_size"] == 0
+
+
+async def test_oversized_request_is_split_to_max_size(tmp_path: Path) -> None:
+    with OtlpBackend() as be:
+        cfg = exporter_cfg(be.http_endpoint(), sending_queue={
+            "storage": "file_storage", "batch": {"flush_timeout": "50ms", "min_size": 1, "max_size": 4}})
+        async with Harness({"testotlp/split": cfg}, storage=tmp_path) as h:
+            assert (await h.post(list(range(1, 11)))).status == 200
+            await wait_until(lambda: be.received_ids() == ids_of(10), what="all spans")
+            assert sorted(len(a.span_ids) for a in be.attempts) == [2, 4, 4]
+
+
+def test_split_batch_keeps_resource_and_scope() -> None:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from collector.pdata import Batch, Signal
+    from collector.queue import split_batch
+
+    req = ExportLogsServiceRequest()
+    for r in range(2):
+        rl = req.resource_logs.add()
+        rl.resource.attributes.add(key="service.name").value.string_value = f"svc{r}"
+        sl = rl.scope_logs.add()
+        sl.scope.name = f"scope{r}"
+        for i in range(3):
+            sl.log_records.add().body.string_value = f"{r}.{i}"
+    parts = split_batch(Batch(Signal.LOGS, req), 4)
+    assert [p.item_count() for p in parts] == [4, 2]
+    got = [(rl.resource.attributes[0].value.string_value, sl.scope.name, lr.body.string_value)
+           for p in parts for rl in p.request.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
+    assert got == [(f"svc{r}", f"scope{r}", f"{r}.{i}") for r in range(2) for i in range(3)]
