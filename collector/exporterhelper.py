@@ -311,6 +311,9 @@ class BaseExporter:
                     err = RetryableError(f"timed out after {self.config.timeout:g}s")
                 self._record_error("retrying", err)
                 if not retry.enabled:
+                    if persistent and self._closed:
+                        # shutting down (Collector issue 15677): the entry stays on disk for the next start
+                        return _Outcome.KEEP
                     self._rl.log(logging.ERROR, "noretry", "dropping %d %s (retry_on_failure disabled): %s",
                                  n, batch.signal.item_name, err)
                     self._drop(batch, "retry_disabled", str(err), entries)

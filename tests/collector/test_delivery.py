@@ -225,7 +225,9 @@ async def test_full_persistent_queue_at_startup_does_not_deadlock(tmp_path: Path
         async with h:
             assert [(await h.post([i])).status for i in range(1, 5)] == [200, 200, 200, 429]
         up = True
-        small = exporter_cfg(be.http_endpoint(), sending_queue={"storage": "file_storage", "queue_size": 2})
+        # Collector issue 12532: blocking mode, restored in-flight request, less capacity than stored data
+        small = exporter_cfg(be.http_endpoint(), sending_queue={"storage": "file_storage", "queue_size": 2,
+                                                                "block_on_overflow": True})
         async with Harness({"testotlp/full": small}, storage=tmp_path, port=h.port) as h2:
             # restarted full (even over its new capacity): it starts, drains, then accepts again
             await wait_until(lambda: be.received_ids() == ids_of(3), what="restored spans delivered")
@@ -337,3 +339,27 @@ def test_split_batch_keeps_resource_and_scope() -> None:
     got = [(rl.resource.attributes[0].value.string_value, sl.scope.name, lr.body.string_value)
            for p in parts for rl in p.request.resource_logs for sl in rl.scope_logs for lr in sl.log_records]
     assert got == [(f"svc{r}", f"scope{r}", f"{r}.{i}") for r in range(2) for i in range(3)]
+
+
+async def test_shutdown_without_retries_keeps_persistent_items(tmp_path: Path) -> None:
+    """Collector issue 15677: with retry_on_failure disabled, requests that failed while the queue drained
+    at shutdown were deleted. Here they stay on disk and are delivered after the restart."""
+    up = False
+    with OtlpBackend(lambda n: Action() if up else Action(503, sleep=0.3)) as be:
+        cfg = exporter_cfg(be.http_endpoint(), retry_on_failure={"enabled": False},
+                           sending_queue={"storage": "file_storage", "num_consumers": 1},
+                           dead_letter={"path": str(tmp_path / "dl.jsonl")})
+        h = Harness({"testotlp/noretry": cfg}, storage=tmp_path, shutdown_timeout=2)
+        async with h:
+            for i in range(1, 6):
+                assert (await h.post([i])).status == 200
+        # the request in flight failed during the drain: kept, like the four behind it
+        await asyncio.sleep(0)
+        assert len(be.attempts) == 1 and be.attempts[0].status == 503
+        assert read_dead_letters(tmp_path / "dl.jsonl") == []
+        db = sqlite3.connect(tmp_path / "exporter_sending_queues.sqlite")
+        assert db.execute("SELECT count(*) FROM entries").fetchone() == (5,)
+        db.close()
+        up = True
+        async with Harness({"testotlp/noretry": cfg}, storage=tmp_path, port=h.port):
+            await wait_until(lambda: be.received_ids() == ids_of(5), what="kept requests delivered")
