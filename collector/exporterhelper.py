@@ -238,6 +238,10 @@ class BaseExporter:
             self._count(tm.exporter_enqueue_failed, batch.signal, batch.item_count())
             self._rl.log(logging.WARNING, "full", "refusing data: %s", e)
             raise RefusedError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - storage failure (disk full, I/O error): the client retries
+            self._count(tm.exporter_enqueue_failed, batch.signal, batch.item_count())
+            self._rl.log(logging.ERROR, "store", "cannot store data in the sending queue: %s", e)
+            raise RefusedError(f"exporter {self.id} cannot store data: {e}", retry_after=5.0) from None
 
     async def _consume_loop(self) -> None:
         q = self._queue

@@ -245,12 +245,12 @@ class SqliteStore:
                     continue
                 try:
                     op.result = getattr(self, "_op_" + op.kind)(conn, *op.args)
-                except sqlite3.Error as e:
+                except Exception as e:  # noqa: BLE001 - reported to that operation's caller
                     op.error = e
             conn.execute("COMMIT")
             self.commits += 1
             self.operations += len(ops)
-        except sqlite3.Error as e:
+        except Exception as e:  # noqa: BLE001 - the thread must survive; every caller gets the error
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
@@ -526,36 +526,47 @@ class SendingQueue:
             await self._space.wait()
             if self._closed:
                 raise QueueFullError(f"sending queue of {self.name} is closed")
+        if self.store is None:
+            self._store_in_memory(batch)
+        else:
+            # the commit goes on even if the caller is cancelled (client gone): what is written is adopted
+            await asyncio.shield(self._store_on_disk(batch, items, cost))
+
+    def _parts(self, batch: Batch, items: int) -> list[Batch]:
+        bcfg = self.config.batch
+        if bcfg is not None and bcfg.max_size and bcfg.sizer == "items" and items > bcfg.max_size:
+            return split_batch(batch, bcfg.max_size)
+        return [batch]
+
+    def _store_in_memory(self, batch: Batch) -> None:
+        for p in self._parts(batch, batch.item_count()):
+            self._add(Entry(next(self._ids), p.signal, p.item_count(), 0, p.received_ns / 1e9, time.monotonic(),
+                            p.metadata, batch=p))
+        self._gauge((batch.signal,))
+        self._data.set()
+
+    async def _store_on_disk(self, batch: Batch, items: int, cost: int) -> None:
+        assert self.store is not None
         # reserve the room before awaiting the commit so concurrent puts cannot overshoot
         self._used += cost
         self._used_by_signal[batch.signal] += cost
         try:
-            parts = [batch]
-            bcfg = self.config.batch
-            if bcfg is not None and bcfg.max_size and bcfg.sizer == "items" and items > bcfg.max_size:
-                parts = split_batch(batch, bcfg.max_size)
-            if self.store is not None:
-                raws = [p.to_bytes() for p in parts]
-                need = sum(len(r) for r in raws)
-                if self._bytes + need > self._budget:
-                    await self._make_room(need)
-                created = batch.received_ns / 1e9
-                ids = await asyncio.gather(*(
-                    self.store.enqueue(self.name, r, p.signal, p.item_count(), created, p.metadata)
-                    for p, r in zip(parts, raws)))
-                entries = []
-                for p, r, (eid, blob) in zip(parts, raws, ids):
-                    keep = r if self._cached + len(r) <= _CACHE_BYTES else None
-                    entries.append(Entry(eid, p.signal, p.item_count(), len(r), created, time.monotonic(),
-                                         p.metadata, raw=keep, blob=blob))
-            else:
-                entries = [Entry(next(self._ids), p.signal, p.item_count(), 0, p.received_ns / 1e9,
-                                 time.monotonic(), p.metadata, batch=p) for p in parts]
+            parts = self._parts(batch, items)
+            raws = [p.to_bytes() for p in parts]
+            need = sum(len(r) for r in raws)
+            if self._bytes + need > self._budget:
+                await self._make_room(need)
+            created = batch.received_ns / 1e9
+            ids = await asyncio.gather(*(
+                self.store.enqueue(self.name, r, p.signal, p.item_count(), created, p.metadata)
+                for p, r in zip(parts, raws)))
         finally:
             self._used -= cost
             self._used_by_signal[batch.signal] -= cost
-        for e in entries:
-            self._add(e)
+        for p, r, (eid, blob) in zip(parts, raws, ids):
+            keep = r if self._cached + len(r) <= _CACHE_BYTES else None
+            self._add(Entry(eid, p.signal, p.item_count(), len(r), created, time.monotonic(), p.metadata,
+                            raw=keep, blob=blob))
         self._gauge((batch.signal,))
         self._data.set()
 

@@ -111,7 +111,7 @@ class _RecordingExporter(OTLPSpanExporter):
 
 
 def test_overload_refusals_are_retried_by_the_sdk(tmp_path: Path) -> None:
-    with OtlpBackend(lambda n: Action(sleep=0.15)) as be:
+    with OtlpBackend(lambda n: Action(sleep=0.1)) as be:
         http_port, grpc_port = free_port(), free_port()
         cfg = _config(be, http_port, grpc_port, None, queue={"queue_size": 1, "num_consumers": 1})
         with DeliveryCollector(cfg, workdir=tmp_path) as col:
@@ -120,7 +120,7 @@ def test_overload_refusals_are_retried_by_the_sdk(tmp_path: Path) -> None:
             exporters: list[_RecordingExporter] = []
 
             def app(k: int) -> None:
-                exp = _RecordingExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True)
+                exp = _RecordingExporter(endpoint=f"127.0.0.1:{grpc_port}", insecure=True, timeout=30)
                 exp.results = []
                 exporters.append(exp)
                 tp = TracerProvider()
@@ -137,7 +137,7 @@ def test_overload_refusals_are_retried_by_the_sdk(tmp_path: Path) -> None:
                 t.start()
             for t in threads:
                 t.join()
-            wait_for(lambda: set(sent) <= be.received_ids(), timeout=15, what="every span")
+            wait_for(lambda: set(sent) <= be.received_ids(), timeout=30, what="every span")
             refused = col.metric_value("otelcol_receiver_refused_spans_total", transport="grpc")
             failed = col.metric_value("otelcol_exporter_enqueue_failed_spans_total", exporter="testotlp")
             print(f"\nspans {len(sent)}, refused attempts {refused:.0f}, delivered {len(set(sent) & be.received_ids())}")
