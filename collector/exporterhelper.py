@@ -298,7 +298,8 @@ class BaseExporter:
         warned_forever = False
         while True:
             try:
-                await asyncio.wait_for(self.send(batch), timeout=self.config.timeout or None)
+                async with asyncio.timeout(self.config.timeout or None):
+                    await self.send(batch)
             except PermanentError as e:
                 self._count(tm.exporter_send_failed, batch.signal, n)
                 self._record_error("error", e)
