@@ -261,6 +261,7 @@ def validate(doc: dict[str, Any]) -> CollectorConfig:
 
     service_doc = doc.get("service") or {}
     service = ServiceConfig()
+    service_doc_bad_pipelines = False
     if not isinstance(service_doc, dict):
         errors.append("service: must be a map")
     else:
@@ -268,8 +269,17 @@ def validate(doc: dict[str, Any]) -> CollectorConfig:
             service = ServiceConfig.model_validate(service_doc)
         except ValidationError as e:
             errors.extend(format_validation_error("service", e))
+            # keep checking the keys that are valid, so that every error is reported at once
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            partial = {k: v for k, v in service_doc.items() if k not in bad and k in ServiceConfig.model_fields}
+            try:
+                service = ServiceConfig.model_validate(partial)
+            except ValidationError:
+                service = ServiceConfig()
+            if "pipelines" in bad:
+                service_doc_bad_pipelines = True
 
-    errors.extend(_check_service(service, components, doc))
+    errors.extend(_check_service(service, components, doc, pipelines_invalid=service_doc_bad_pipelines))
     if errors:
         raise ConfigError(errors)
     return CollectorConfig(components=components, service=service, raw=doc, warnings=warnings)
@@ -281,13 +291,14 @@ def _configured(doc: dict[str, Any], kind: Kind, cid: str) -> bool:
 
 
 def _check_service(
-    service: ServiceConfig, comps: dict[Kind, dict[ComponentID, ComponentConfig]], doc: dict[str, Any]
+    service: ServiceConfig, comps: dict[Kind, dict[ComponentID, ComponentConfig]], doc: dict[str, Any],
+    pipelines_invalid: bool = False,
 ) -> list[str]:
     errors: list[str] = []
     for ext in service.extensions:
         if not _configured(doc, Kind.EXTENSION, ext):
             errors.append(f'service::extensions: references extension "{ext}" which is not configured')
-    if not service.pipelines:
+    if not service.pipelines and not pipelines_invalid:
         errors.append("service::pipelines: at least one pipeline is required")
     conn_as_exporter: dict[str, set[Signal]] = {}
     conn_as_receiver: dict[str, set[Signal]] = {}

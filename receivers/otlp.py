@@ -21,6 +21,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from isal import isal_zlib
 from pydantic import Field, model_validator
 
 from collector import telemetry as tm
@@ -159,9 +160,13 @@ class OtlpReceiver:
                 (grpc.method_handlers_generic_handler(_SERVICES[signal], {"Export": self._grpc_handler(signal)}),)
             )
         host, port = _host_port(cfg.endpoint)
-        bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise RuntimeError(f"cannot listen on {cfg.endpoint}")
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/gRPC): address already in use or not "
+                               "available")
         self.grpc_port = bound
         await server.start()
         self._grpc = server
@@ -194,10 +199,10 @@ class OtlpReceiver:
                 return error(413, code_pb2.INVALID_ARGUMENT, f"request body over {limit} bytes", proto)
             enc = request.headers.get("Content-Encoding", "").lower().strip()
             if enc in ("gzip", "deflate", "zlib"):
-                d = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
+                d = isal_zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
                 try:
                     out = d.decompress(body, limit + 1)
-                except zlib.error as e:
+                except (zlib.error, isal_zlib.error) as e:
                     return error(400, code_pb2.INVALID_ARGUMENT, f"invalid {enc} body: {e}", proto)
                 if len(out) > limit or d.unconsumed_tail:
                     return error(413, code_pb2.INVALID_ARGUMENT,
@@ -275,12 +280,17 @@ class OtlpReceiver:
             app.router.add_post(paths[signal], self._http_handler(signal, cfg))
             if cfg.cors and cfg.cors.allowed_origins:
                 app.router.add_route("OPTIONS", paths[signal], lambda r: web.Response(status=204))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # we decompress ourselves (isal, with the size limit applied to the output: gzip bombs get 413)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False)
         await runner.setup()
         host, port = _host_port(cfg.endpoint)
         reuse = bool(getattr(self.settings.host, "reuse_port", False))
         site = web.TCPSite(runner, host, port, reuse_port=reuse or None)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/HTTP): {e.strerror or e}") from None
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = server.sockets[0].getsockname()[1]
@@ -309,5 +319,6 @@ class OtlpReceiver:
 
 FACTORIES = [
     Factory("otlp", Kind.RECEIVER, OtlpReceiverConfig, OtlpReceiver,
-            description="OTLP over gRPC and HTTP (protobuf and JSON)"),
+            description="OTLP over gRPC and HTTP (protobuf and JSON)",
+            example={"protocols": {"grpc": {"endpoint": "localhost:4317"}, "http": {"endpoint": "localhost:4318"}}}),
 ]
