@@ -136,6 +136,7 @@ async def test_fan_out_stores_one_copy_and_each_exporter_delivers(tmp_path: Path
         async with Harness(exps, storage=tmp_path) as h:
             assert (await h.post([1, 2, 3], attrs=20)).status == 200
             await wait_until(lambda: b.received_ids() == ids_of(3), what="b delivered")
+            await wait_until(lambda: h.exporter("testotlp/b").status_info()["queue_size"] == 0, what="b acked")
             store = h.exporter("testotlp/a")._queue.store
             st = await store.stats()
             assert st["blobs"] == 1 and st["entries"] == 1  # b acked, a still holds the shared blob
