@@ -106,9 +106,13 @@ class _Op:
 class SqliteStore:
     """One SQLite database (WAL) holding the logical queues of every exporter that uses one file_storage."""
 
-    def __init__(self, path: str, fsync: bool = False) -> None:
+    def __init__(self, path: str, fsync: bool = False, timeout: float = 1.0,
+                 compaction_interval: float = 300.0) -> None:
         self.path = path
         self.fsync = fsync
+        self.timeout = timeout
+        self.compaction_interval = compaction_interval
+        self._last_compaction = time.monotonic()
         self._q: _stdqueue.SimpleQueue[list[_Op] | None] = _stdqueue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._buf: list[_Op] = []
@@ -193,10 +197,14 @@ class SqliteStore:
 
     # -- the thread --------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=max(0.0, self.timeout))
+        # one process owns the file: a second collector on the same directory fails at start instead of
+        # sending the same entries twice (workers get a directory each)
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective when the file is created
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
-        conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(_SCHEMA)
         self._next_entry = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
         self._next_blob = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM blobs").fetchone()[0]
@@ -225,6 +233,12 @@ class SqliteStore:
                         break
                     ops.extend(more)
                 self._transaction(conn, ops)
+                if self.compaction_interval and time.monotonic() - self._last_compaction > self.compaction_interval:
+                    self._last_compaction = time.monotonic()
+                    try:  # give the pages of sent data back to the file system
+                        conn.execute("PRAGMA incremental_vacuum")
+                    except sqlite3.Error as e:
+                        log.warning("queue database %s: incremental vacuum failed: %s", self.path, e)
                 if stop:
                     break
         finally:
@@ -331,9 +345,9 @@ class SqliteStore:
         return out
 
     def _op_stats(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
-        b = conn.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM blobs").fetchone()
+        b = conn.execute("SELECT count(*), coalesce(sum(length(data)), 0), coalesce(sum(refs), 0) FROM blobs").fetchone()
         e = conn.execute("SELECT count(*) FROM entries").fetchone()
-        return [("blobs", b[0]), ("blob_bytes", b[1]), ("entries", e[0])]
+        return [("blobs", b[0]), ("blob_bytes", b[1]), ("blob_refs", b[2]), ("entries", e[0])]
 
 
 _LAYOUT = {

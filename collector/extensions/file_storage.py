@@ -38,7 +38,8 @@ class FileStorage:
     def queue_store(self) -> SqliteStore:
         """The shared database of the exporters' persistent queues (opened on first use)."""
         if self._store is None:
-            store = SqliteStore(self.path_for("exporter", "sending_queues"), fsync=self.fsync)
+            store = SqliteStore(self.path_for("exporter", "sending_queues"), fsync=self.fsync,
+                                timeout=self.config.timeout, compaction_interval=self.config.compaction_interval)
             store.open()
             self._store = store
         return self._store

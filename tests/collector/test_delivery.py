@@ -139,12 +139,8 @@ async def test_fan_out_stores_one_copy_and_each_exporter_delivers(tmp_path: Path
             await wait_until(lambda: h.exporter("testotlp/b").status_info()["queue_size"] == 0, what="b acked")
             store = h.exporter("testotlp/a")._queue.store
             st = await store.stats()
-            assert st["blobs"] == 1 and st["entries"] == 1  # b acked, a still holds the shared blob
-            # before b acked, both entries referenced that one blob
-            db = sqlite3.connect(tmp_path / "exporter_sending_queues.sqlite")
-            (refs,) = db.execute("SELECT refs FROM blobs").fetchone()
-            db.close()
-            assert refs == 1
+            # b acked: a's entry still holds the one shared blob, now with one reference left
+            assert st["blobs"] == 1 and st["entries"] == 1 and st["blob_refs"] == 1
             a_up = True
             await wait_until(lambda: a.received_ids() == ids_of(3), what="a delivered")
             await wait_until(lambda: h.exporter("testotlp/a").status_info()["queue_size"] == 0, what="a empty")
@@ -162,7 +158,8 @@ async def test_one_blob_for_several_queues_and_group_commit(tmp_path: Path) -> N
             rs = await asyncio.gather(*(h.post([i]) for i in range(1, 101)))
             assert all(r.status == 200 for r in rs)
             st = await store.stats()
-            assert st["entries"] == 300 and st["blobs"] == 100  # fan-out to 3 queues, one copy each
+            # fan-out to 3 queues, one stored copy per request, referenced 3 times
+            assert st["entries"] == 300 and st["blobs"] == 100 and st["blob_refs"] == 300
             assert store.commits - c0 < 100, store.commits - c0  # group commits: far fewer than 100 requests
 
 
@@ -364,3 +361,22 @@ async def test_shutdown_without_retries_keeps_persistent_items(tmp_path: Path) -
         up = True
         async with Harness({"testotlp/noretry": cfg}, storage=tmp_path, port=h.port):
             await wait_until(lambda: be.received_ids() == ids_of(5), what="kept requests delivered")
+
+
+async def test_second_process_on_the_same_queue_database_fails_clearly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from collector.queue import SqliteStore
+
+    store = SqliteStore(str(tmp_path / "q.sqlite"), timeout=0.2)
+    store.open()
+    try:
+        code = ("import sys; from collector.queue import SqliteStore\n"
+                f"s = SqliteStore({str(tmp_path / 'q.sqlite')!r}, timeout=0.2)\n"
+                "try:\n    s.open()\nexcept RuntimeError as e:\n    print(e); sys.exit(3)\n")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                           cwd=str(Path(__file__).resolve().parents[2]))
+        assert r.returncode == 3 and "database is locked" in r.stdout, (r.stdout, r.stderr)
+    finally:
+        store.close()
