@@ -247,7 +247,18 @@ class BaseExporter:
         q = self._queue
         assert q is not None
         while True:
-            entries = await q.get()
+            try:
+                entries = await q.get()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - storage trouble: wait and try again, never die
+                self._record_error("error", e)
+                self._rl.log(logging.ERROR, "get", "cannot read the sending queue: %s", e)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
+                    return
+                except asyncio.TimeoutError:
+                    continue
             if entries is None:
                 return
             try:
