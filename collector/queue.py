@@ -121,6 +121,7 @@ class SqliteStore:
         self._next_entry = 1
         self._next_blob = 1
         self._recent: collections.OrderedDict[int, tuple[bytes, int]] = collections.OrderedDict()
+        self._recent_bytes = 0
         self._live: dict[int, int] = {}
         self._lock = threading.Lock()
         self.commits = 0
@@ -270,6 +271,7 @@ class SqliteStore:
             except sqlite3.Error:
                 pass
             self._recent.clear()
+            self._recent_bytes = 0
             self._live.clear()
             for op in ops:
                 op.error = e
@@ -301,7 +303,11 @@ class SqliteStore:
                 blob = self._next_blob
                 self._next_blob += 1
                 new_blobs[blob] = [blob, raw, 1]
+                prev = self._recent.pop(key, None)
+                if prev is not None:
+                    self._recent_bytes -= len(prev[0])
                 self._recent[key] = (raw, blob)
+                self._recent_bytes += len(raw)
                 self._live[blob] = 1
             eid = self._next_entry
             self._next_entry += 1
@@ -313,8 +319,10 @@ class SqliteStore:
             conn.executemany("UPDATE blobs SET refs = refs + ? WHERE id = ?", [(n, b) for b, n in more_refs.items()])
         conn.executemany("INSERT INTO entries(id, queue, blob, signal, items, bytes, created, metadata) "
                          "VALUES (?,?,?,?,?,?,?,?)", rows)
-        while len(self._recent) > 256:
-            _raw, b = self._recent.popitem(last=False)[1]
+        # remember recent blobs (a fan-out's puts may straddle two groups), within bounds
+        while self._recent and (len(self._recent) > 256 or self._recent_bytes > 16 * 1024 * 1024):
+            old, b = self._recent.popitem(last=False)[1]
+            self._recent_bytes -= len(old)
             self._live.pop(b, None)
 
     def _op_ack(self, conn: sqlite3.Connection, entries: list[tuple[int, int]]) -> None:
