@@ -7,6 +7,7 @@ The collector runs as a subprocess (``python -m tests.delivery_support run``: th
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 import time
 from pathlib import Path
@@ -44,10 +45,17 @@ def _config(backend: OtlpBackend, http_port: int, grpc_port: int, storage: Path 
 
 
 def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
+    """Two exporters on one persistent store (fan-out: one stored copy), the second batching in its queue."""
     up = threading.Event()
-    with OtlpBackend(lambda n: Action() if up.is_set() else Action(503)) as be:
+    policy = lambda n: Action() if up.is_set() else Action(503)  # noqa: E731
+    with OtlpBackend(policy) as be, OtlpBackend(policy) as be2:
         http_port, grpc_port = free_port(), free_port()
         cfg = _config(be, http_port, grpc_port, tmp_path / "storage")
+        second = json.loads(json.dumps(cfg["exporters"]["testotlp"]))
+        second["endpoint"] = be2.http_endpoint()
+        second["sending_queue"]["batch"] = {"flush_timeout": "100ms", "min_size": 50, "max_size": 200}
+        cfg["exporters"]["testotlp/batched"] = second
+        cfg["service"]["pipelines"]["traces"]["exporters"].append("testotlp/batched")
         col = DeliveryCollector(cfg, workdir=tmp_path).start()
         acked: set[int] = set()
         lock = threading.Lock()
@@ -84,19 +92,23 @@ def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
             stop.set()
             for t in threads:
                 t.join()
-        assert be.received_ids() == set()
+        assert be.received_ids() == set() and be2.received_ids() == set()
         sent = next(counter) - 1
         up.set()
         col2 = DeliveryCollector(cfg, workdir=tmp_path).start()
         try:
             want = {i.to_bytes(8, "big") for i in acked}
             try:
-                wait_for(lambda: want <= be.received_ids(), timeout=20, what="every acknowledged span")
+                wait_for(lambda: want <= be.received_ids() and want <= be2.received_ids(), timeout=20,
+                         what="every acknowledged span at both backends")
             finally:
                 delivered = len(want & be.received_ids())
+                delivered2 = len(want & be2.received_ids())
                 print(f"\nacked {len(acked)}, delivered {delivered}, lost {len(acked) - delivered} "
-                      f"(requests tried: {sent})")
-            assert delivered == len(acked) >= 300
+                      f"(second exporter, batching in its queue: delivered {delivered2}, "
+                      f"lost {len(acked) - delivered2}; requests tried: {sent})")
+            assert delivered == delivered2 == len(acked) >= 300
+            assert max(len(a.span_ids) for a in be2.attempts) > 1  # the second one really batched
         finally:
             col2.stop()
 
