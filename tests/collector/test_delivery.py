@@ -306,6 +306,9 @@ async def test_status_endpoint_reports_per_exporter_state(tmp_path: Path) -> Non
             assert bad_st["status"] == "retrying" and "backend on fire" in bad_st["last_error"]
             assert bad_st["queue_size"] == 1 and bad_st["queue_capacity"] == 1000 and bad_st["last_error_time"]
             assert good_st["status"] == "active" and good_st["last_error"] is None and good_st["queue_size"] == 0
+            lbl = {"exporter": "testotlp/bad", "data_type": "traces"}
+            assert REGISTRY.get_sample_value("otelcol_exporter_queue_size", lbl) == 1
+            assert REGISTRY.get_sample_value("otelcol_exporter_queue_capacity", lbl) == 1000
 
 
 async def test_oversized_request_is_split_to_max_size(tmp_path: Path) -> None:
@@ -380,3 +383,60 @@ async def test_second_process_on_the_same_queue_database_fails_clearly(tmp_path:
         assert r.returncode == 3 and "database is locked" in r.stdout, (r.stdout, r.stderr)
     finally:
         store.close()
+
+
+def test_backoff_follows_the_collector_defaults() -> None:
+    from collector.exporterhelper import Backoff, RetryConfig
+
+    b = Backoff(RetryConfig())
+    interval = 5.0
+    for _ in range(12):
+        d = b.next_delay()
+        assert interval * 0.5 <= d <= interval * 1.5
+        interval = min(interval * 1.5, 30.0)
+    assert b.interval == 30.0
+
+
+async def test_logs_and_metrics_through_the_persistent_queue(tmp_path: Path) -> None:
+    import aiohttp
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    from collector.config import validate
+    from collector.pdata import Signal
+    from collector.service import Service
+    from tests.helpers import free_port, read_otlp_jsonl
+
+    port = free_port()
+    q = {"storage": "file_storage", "batch": {"flush_timeout": "50ms", "min_size": 100}}
+    cfg = validate({
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{port}"}}}},
+        "exporters": {"file/logs": {"path": str(tmp_path / "logs.jsonl"), "sending_queue": q},
+                      "file/metrics": {"path": str(tmp_path / "metrics.jsonl"), "sending_queue": q}},
+        "extensions": {"file_storage": {"directory": str(tmp_path / "st")}},
+        "service": {"extensions": ["file_storage"], "telemetry": {"metrics": {"level": "none"}},
+                    "pipelines": {"logs": {"receivers": ["otlp"], "exporters": ["file/logs"]},
+                                  "metrics": {"receivers": ["otlp"], "exporters": ["file/metrics"]}}}})
+    logs = ExportLogsServiceRequest()
+    logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "budget crossed"
+    metrics = ExportMetricsServiceRequest()
+    m = metrics.resource_metrics.add().scope_metrics.add().metrics.add(name="gen_ai.client.token.usage")
+    m.sum.data_points.add(as_int=1200)
+    m.sum.data_points.add(as_int=300)
+    svc = Service(cfg)
+    await svc.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            for path, req in (("/v1/logs", logs), ("/v1/logs", logs), ("/v1/metrics", metrics)):
+                async with s.post(f"http://127.0.0.1:{port}{path}", data=req.SerializeToString(),
+                                  headers={"Content-Type": "application/x-protobuf"}) as r:
+                    assert r.status == 200
+        await wait_until(lambda: read_otlp_jsonl(tmp_path / "logs.jsonl", Signal.LOGS)
+                         and read_otlp_jsonl(tmp_path / "metrics.jsonl", Signal.METRICS), what="files written")
+    finally:
+        await svc.shutdown()
+    (lreq,) = read_otlp_jsonl(tmp_path / "logs.jsonl", Signal.LOGS)  # the two requests, merged in the queue
+    assert [lr.body.string_value for rl in lreq.resource_logs for sl in rl.scope_logs for lr in sl.log_records] \
+        == ["budget crossed"] * 2
+    (mreq,) = read_otlp_jsonl(tmp_path / "metrics.jsonl", Signal.METRICS)
+    assert mreq == metrics
