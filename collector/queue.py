@@ -475,6 +475,14 @@ class SendingQueue:
     def __len__(self) -> int:
         return len(self._pending) + len(self._inflight)
 
+    def qsize(self) -> int:
+        """Requests waiting to be sent (not those being sent), as ``asyncio.Queue.qsize``."""
+        return len(self._pending)
+
+    def empty(self) -> bool:
+        """No request waiting to be sent, as ``asyncio.Queue.empty``."""
+        return not self._pending
+
     def _gauge(self, signals: Any = None) -> None:
         for s in signals if signals is not None else self.signals:
             g = self._gauges.get(s)
