@@ -229,8 +229,10 @@ class BaseExporter:
     async def consume(self, batch: Batch) -> None:
         if self._closed:
             raise RefusedError(f"exporter {self.id} is shutting down")
-        if self._queue is None:
-            await self._send_with_retry(batch, batch.received_ns / 1e9)
+        if self._queue is None:  # no queue: the client waits for the send (and its retries)
+            outcome = await self._send_with_retry(batch, batch.received_ns / 1e9)
+            if outcome is _Outcome.KEEP:  # interrupted by shutdown: not sent, so not acknowledged either
+                raise RefusedError(f"exporter {self.id} is shutting down")
             return
         try:
             await self._queue.put(batch)
