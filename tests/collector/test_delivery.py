@@ -440,3 +440,58 @@ async def test_logs_and_metrics_through_the_persistent_queue(tmp_path: Path) -> 
         == ["budget crossed"] * 2
     (mreq,) = read_otlp_jsonl(tmp_path / "metrics.jsonl", Signal.METRICS)
     assert mreq == metrics
+
+
+def test_delivery_config_errors_name_the_path() -> None:
+    import pytest
+
+    from collector.config import validate
+    from collector.errors import ConfigError
+
+    def errors(exporter: dict) -> list[str]:
+        doc = {"receivers": {"otlp": {"protocols": {"http": {}}}},
+               "exporters": {"file/x": {"path": "/tmp/x.jsonl", **exporter}},
+               "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file/x"]}}}}
+        with pytest.raises(ConfigError) as ei:
+            validate(doc)
+        return ei.value.errors
+
+    p = "exporters::file/x::"
+    assert any(e.startswith(p + "sending_queue::queue_size") for e in errors({"sending_queue": {"queue_size": 0}}))
+    assert any(e.startswith(p + "sending_queue::sizer") for e in errors({"sending_queue": {"sizer": "bytes"}}))
+    assert any(e == p + "sending_queue::blocking: unknown key" for e in errors({"sending_queue": {"blocking": True}}))
+    assert any(e.startswith(p + "sending_queue::batch::flush_timeout") and "invalid duration" in e
+               for e in errors({"sending_queue": {"batch": {"flush_timeout": "soon"}}}))
+    assert any(e.startswith(p + "retry_on_failure::multiplier") for e in errors({"retry_on_failure": {"multiplier": 0.5}}))
+    assert any(e.startswith(p + "dead_letter::path") for e in errors({"dead_letter": {}}))
+    ok = validate({"receivers": {"otlp": {"protocols": {"http": {}}}},
+                   "exporters": {"file/x": {"path": "/tmp/x.jsonl", "timeout": "2s",
+                                            "sending_queue": {"sizer": "items", "max_age": "1h",
+                                                              "batch": {"flush_timeout": "1s"}},
+                                            "retry_on_failure": {"max_elapsed_time": 0}}},
+                   "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file/x"]}}}})
+    from collector.component import ComponentID, Kind
+
+    cfg = ok.get(Kind.EXPORTER, ComponentID.parse("file/x")).config
+    assert cfg.sending_queue.max_age == 3600 and cfg.sending_queue.batch.min_size == 8192
+    assert cfg.retry_on_failure.initial_interval == 5 and cfg.timeout == 2
+
+
+async def test_without_queue_a_send_interrupted_by_shutdown_is_refused() -> None:
+    import pytest
+
+    from collector.errors import RefusedError
+
+    with OtlpBackend(lambda n: Action(503)) as be:
+        cfg = exporter_cfg(be.http_endpoint(), sending_queue={"enabled": False},
+                           retry_on_failure={"initial_interval": "10s"})
+        async with Harness({"testotlp/nq": cfg}) as h:
+            exp = h.exporter("testotlp/nq")
+            from tests.delivery_support import make_request
+            from collector.pdata import Batch, Signal
+
+            task = asyncio.create_task(exp.consume(Batch(Signal.TRACES, make_request([1]))))
+            await wait_until(lambda: be.attempts, what="first attempt")
+            await exp.shutdown()
+            with pytest.raises(RefusedError):
+                await task
