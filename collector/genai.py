@@ -29,6 +29,17 @@ __all__ = [
     "CONTENT_EVENT_NAMES",
     "KEYS",
     "WRITE",
+    "BUDGET",
+    "REDACTION",
+    "field",
+    "indexes",
+    "remember",
+    "forget",
+    "read_cached",
+    "set_value",
+    "delete_key",
+    "is_indexed",
+    "is_content_event_attr",
     "value_of",
 ]
 
@@ -36,10 +47,10 @@ __all__ = [
 KEYS: dict[str, tuple[str, ...]] = {
     "operation": ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"),
     "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "litellm.provider",
-                 "metadata.custom_llm_provider"),
+                 "metadata.custom_llm_provider", "llm.vendor", "custom_llm_provider"),
     "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model", "litellm.model",
                       "metadata.model_group"),
-    "response_model": ("gen_ai.response.model", "llm.response.model"),
+    "response_model": ("gen_ai.response.model", "llm.response.model", "litellm.response_model"),
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
                      "llm.usage.prompt_tokens"),
     "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion",
@@ -53,20 +64,24 @@ KEYS: dict[str, tuple[str, ...]] = {
     "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
                          "llm.token_count.completion_details.reasoning", "llm.usage.reasoning_tokens"),
     "cost": ("gen_ai.usage.cost", "llm.cost.total", "litellm.response_cost", "metadata.response_cost",
-             "gen_ai.cost"),
-    "tenant": ("tenant.id", "tenant_id", "metadata.user_api_key_team_id", "metadata.tenant_id"),
+             "gen_ai.cost", "response_cost", "llm.usage.cost"),
+    "tenant": ("tenant.id", "tenant_id", "metadata.user_api_key_team_id", "metadata.tenant_id",
+               "metadata.user_api_key_org_id"),
     "feature": ("feature", "llm.feature", "metadata.feature"),
     "team": ("team", "metadata.user_api_key_team_alias"),
-    "user": ("user.id", "enduser.id", "metadata.user_api_key_user_id", "gen_ai.user.id", "llm.user"),
+    "user": ("user.id", "enduser.id", "metadata.user_api_key_user_id", "gen_ai.user.id", "llm.user",
+             "metadata.user_api_key_end_user_id", "metadata.end_user_id"),
     "session": ("session.id", "gen_ai.conversation.id", "metadata.session_id", "llm.session_id"),
     "status_code": ("http.response.status_code", "http.status_code", "llm.response.status_code"),
     "error_type": ("error.type", "exception.type", "llm.error.type"),
     "cache_hit": ("gen_ai.cache.hit", "llm.cache_hit", "metadata.cache_hit", "cache_hit"),
     "guardrail": ("llm.guardrail.triggered", "metadata.guardrail_status", "guardrail_status",
-                  "litellm.guardrail_status"),
+                  "litellm.guardrail_status", "metadata.guardrail_information", "guardrail_information",
+                  "litellm.guardrail_information", "masked_entity_count"),
     "routing": ("llm.routing.strategy", "metadata.routing_strategy", "gen_ai.routing"),
     "no_log": ("llm.no_log", "metadata.no-log", "no-log", "no_log"),
     "budget_exceeded": ("llm.budget.exceeded",),
+    "budget_crossed": ("llm.budget.crossed",),
     "finish_reason": ("gen_ai.response.finish_reasons", "llm.response.finish_reason"),
     "response_id": ("gen_ai.response.id",),
 }
@@ -93,6 +108,22 @@ for _field, _names in KEYS.items():
     for _n in _names:
         _FIELD_OF.setdefault(_n, _field)
 
+# Attributes the budget and redaction processors write (read by llm_alerts and exporters).
+BUDGET = {
+    "crossed": "llm.budget.crossed",
+    "key_name": "llm.budget.key_name",
+    "key": "llm.budget.key",
+    "spent_usd": "llm.budget.spent_usd",
+    "limit_usd": "llm.budget.limit_usd",
+    "exceeded": "llm.budget.exceeded",
+}
+REDACTION = {"count": "redaction.masked.count", "kinds": "redaction.masked.kinds"}
+
+# Every key :func:`index` keeps: the names read (KEYS) and the names written (WRITE, BUDGET, REDACTION), so
+# that the index also says whether a written key already exists.
+_INDEXED: frozenset[str] = frozenset(_FIELD_OF) | frozenset(WRITE.values()) | frozenset(BUDGET.values()) \
+    | frozenset(REDACTION.values())
+
 # --- content -----------------------------------------------------------------------------------------------
 _CONTENT_EXACT = frozenset({
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
@@ -112,7 +143,8 @@ _NOT_CONTENT_SUFFIX = re.compile(r"\.(role|finish_reason|index|id|type|name|tool
 CONTENT_EVENT_NAMES = frozenset({
     "gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message",
     "gen_ai.choice", "gen_ai.client.inference.operation.details", "gen_ai.content.prompt",
-    "gen_ai.content.completion", "gen_ai.evaluation.result",
+    "gen_ai.content.completion", "gen_ai.evaluation.result", "gen_ai.tool.message", "gen_ai.prompt",
+    "gen_ai.completion",
 })
 
 
@@ -126,7 +158,28 @@ def is_content_key(key: str) -> bool:
 
 
 def is_content_event(name: str) -> bool:
-    return name in CONTENT_EVENT_NAMES
+    """Events (span events, or log records by event name) whose attributes / body carry content: the GenAI
+    ``gen_ai.<role>.message`` and ``gen_ai.choice`` events, and the older ``gen_ai.content.*`` ones."""
+    return name in CONTENT_EVENT_NAMES or (name.startswith("gen_ai.") and name.endswith(".message"))
+
+
+# In a content event, the attributes that describe rather than carry content.
+_EVENT_STRUCTURAL = frozenset({
+    "gen_ai.system", "gen_ai.provider.name", "role", "index", "finish_reason", "id", "type", "name",
+    "tool_call_id", "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "event.name",
+    "gen_ai.event.name", "gen_ai.evaluation.name", "gen_ai.evaluation.score.value", "gen_ai.evaluation.score.label",
+})
+
+
+def is_content_event_attr(key: str) -> bool:
+    """Within a content event, does this attribute carry content (``content``, ``message``, ``tool_calls``,
+    ``gen_ai.event.content``...) rather than describe it (``role``, ``index``, ``gen_ai.system``)?"""
+    return key not in _EVENT_STRUCTURAL
+
+
+def is_indexed(key: str) -> bool:
+    """Is ``key`` one that :func:`index` keeps (so an index tells whether a span has it)?"""
+    return key in _INDEXED
 
 
 def content_keys(attributes: Any) -> list[KeyValue]:
@@ -139,7 +192,7 @@ def index(*attribute_lists: Any) -> dict[str, KeyValue]:
     """One pass over the keys: the KeyValues whose key this module knows. Earlier lists win (span over
     resource), so pass ``span.attributes, resource.attributes``."""
     idx: dict[str, KeyValue] = {}
-    fo = _FIELD_OF
+    fo = _INDEXED
     for attrs in attribute_lists:
         for kv in attrs:
             k = kv.key
@@ -257,39 +310,96 @@ def outcome_of(span: Any, status_code: int | None, error_type: str | None) -> st
     return "success"
 
 
-def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | None = None) -> LLMCall:
-    """Everything this module knows about a span (span attributes win over resource attributes)."""
-    if idx is None:
-        idx = index(span.attributes, resource_attributes)
+_GUARDRAIL_WORDS = frozenset({"guardrail_intervened", "intervened", "blocked", "triggered", "flagged", "true",
+                              "1", "yes", "denied", "rejected"})
+
+
+def _guardrail(v: Any) -> bool:
+    """LiteLLM's guardrail fields: a status word, a count of masked entities, or the JSON list of
+    ``guardrail_information`` entries (``guardrail_status: guardrail_intervened``). ``success`` is a pass."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return v > 0
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s[:1] in ("[", "{"):
+            return "intervened" in s or '"blocked"' in s
+        return s in _GUARDRAIL_WORDS
+    if isinstance(v, dict):
+        return any(_guardrail(x) for k, x in v.items() if k in ("guardrail_status", "status", "masked_entity_count"))
+    if isinstance(v, list):
+        return any(_guardrail(x) for x in v)
+    return False
+
+
+_RANK: dict[str, tuple[str, int]] = {}
+for _field, _names in KEYS.items():
+    for _i, _n in enumerate(_names):
+        _RANK.setdefault(_n, (_field, _i))
+
+
+def _best(own: dict[str, KeyValue], res: dict[str, KeyValue] | None) -> tuple[dict[str, Any], bool]:
+    """Field -> value of the highest-priority non-empty name; span attributes win over resource ones.
+    Also whether any guardrail field says triggered."""
+    best: dict[str, tuple[int, Any]] = {}
+    guard = False
+    rk = _RANK
+    for offset, d in ((0, own), (1000, res)):
+        if not d:
+            continue
+        for name, kv in d.items():
+            fr = rk.get(name)
+            if fr is None:
+                continue
+            field, rank = fr
+            rank += offset
+            if field == "guardrail":
+                if not guard:
+                    guard = _guardrail(value_of(kv.value))
+                continue
+            cur = best.get(field)
+            if cur is not None and cur[0] <= rank:
+                continue
+            val = value_of(kv.value)
+            if val is None or val == "":
+                continue
+            best[field] = (rank, val)
+    return {f: rv[1] for f, rv in best.items()}, guard
+
+
+def _call(span: Any, own: dict[str, KeyValue], res: dict[str, KeyValue] | None) -> LLMCall:
+    b, guard = _best(own, res)
+    g = b.get
     c = LLMCall()
-    op = _first(idx, "operation")
+    op = g("operation")
     c.operation = _OP_FROM_KIND.get(op, op) if isinstance(op, str) else None
-    c.provider = _str(_first(idx, "provider"))
-    c.request_model = _str(_first(idx, "request_model"))
-    c.response_model = _str(_first(idx, "response_model"))
-    c.input_tokens = _int(_first(idx, "input_tokens"))
-    c.output_tokens = _int(_first(idx, "output_tokens"))
+    c.provider = _str(g("provider"))
+    c.request_model = _str(g("request_model"))
+    c.response_model = _str(g("response_model"))
+    c.input_tokens = _int(g("input_tokens"))
+    c.output_tokens = _int(g("output_tokens"))
     if c.input_tokens is None and c.output_tokens is not None:
-        total = _int(_first(idx, "total_tokens"))
+        total = _int(g("total_tokens"))
         if total is not None:
             c.input_tokens = max(0, total - c.output_tokens)
-    c.cache_read_tokens = _int(_first(idx, "cache_read_tokens"))
-    c.cache_write_tokens = _int(_first(idx, "cache_write_tokens"))
-    c.reasoning_tokens = _int(_first(idx, "reasoning_tokens"))
-    c.cost = _num(_first(idx, "cost"))
-    c.tenant = _str(_first(idx, "tenant"))
-    c.feature = _str(_first(idx, "feature"))
-    c.team = _str(_first(idx, "team"))
-    c.user = _str(_first(idx, "user"))
-    c.session = _str(_first(idx, "session"))
-    c.status_code = _int(_first(idx, "status_code"))
-    c.error_type = _str(_first(idx, "error_type"))
+    c.cache_read_tokens = _int(g("cache_read_tokens"))
+    c.cache_write_tokens = _int(g("cache_write_tokens"))
+    c.reasoning_tokens = _int(g("reasoning_tokens"))
+    c.cost = _num(g("cost"))
+    c.tenant = _str(g("tenant"))
+    c.feature = _str(g("feature"))
+    c.team = _str(g("team"))
+    c.user = _str(g("user"))
+    c.session = _str(g("session"))
+    c.status_code = _int(g("status_code"))
+    c.error_type = _str(g("error_type"))
     c.outcome = outcome_of(span, c.status_code, c.error_type)
-    c.cache_hit = _truthy(_first(idx, "cache_hit"))
-    c.guardrail_triggered = _truthy(_first(idx, "guardrail"))
-    c.routing = _str(_first(idx, "routing"))
-    c.no_log = _truthy(_first(idx, "no_log"))
-    c.budget_exceeded = _truthy(_first(idx, "budget_exceeded"))
+    c.cache_hit = _truthy(g("cache_hit"))
+    c.guardrail_triggered = guard
+    c.routing = _str(g("routing"))
+    c.no_log = _truthy(g("no_log"))
+    c.budget_exceeded = _truthy(g("budget_exceeded"))
     if span.end_time_unix_nano and span.start_time_unix_nano:
         c.latency_ms = max(0, span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
     c.is_llm = bool(
@@ -297,6 +407,133 @@ def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | No
         or (c.operation in _LLM_OPERATIONS)
     )
     return c
+
+
+def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | None = None) -> LLMCall:
+    """Everything this module knows about a span (span attributes win over resource attributes).
+
+    With ``idx`` (from :func:`index`) the attributes are not walked again."""
+    if idx is not None:
+        return _call(span, idx, None)
+    own = index(span.attributes)
+    res = index(resource_attributes) if resource_attributes else None
+    return _call(span, own, res)
+
+
+def field(own: dict[str, KeyValue], res: dict[str, KeyValue] | None, name: str) -> Any:
+    """The value of one field (``"request_model"``, ``"tenant"``...) from indexes, without reading others."""
+    for d in (own, res):
+        if not d:
+            continue
+        for key in KEYS[name]:
+            kv = d.get(key)
+            if kv is not None:
+                v = value_of(kv.value)
+                if v is not None and v != "":
+                    return v
+    return None
+
+
+# --- the shared pass --------------------------------------------------------------------------------------
+# Processors of one pipeline see the same request object one after the other. The first one that walks a
+# span's attributes (redaction does anyway) leaves the index here, and the next ones (cost, enrich, budget,
+# sampling...) look keys up in it instead of walking the attributes again. Writers keep it exact through
+# :func:`set_value` / :func:`delete_key`; a processor that changes attributes in other ways calls :func:`forget`.
+_CACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, KeyValue]]]]] = {}
+_CACHE_MAX = 8
+
+
+def _entry(request: Any) -> dict[int, tuple[Any, dict[str, KeyValue]]]:
+    rid = id(request)
+    e = _CACHE.get(rid)
+    if e is not None and e[0] is request:
+        return e[1]
+    if len(_CACHE) >= _CACHE_MAX:
+        del _CACHE[next(iter(_CACHE))]
+    d: dict[int, tuple[Any, dict[str, KeyValue]]] = {}
+    _CACHE[rid] = (request, d)
+    return d
+
+
+def indexes(request: Any, span: Any, resource: Any = None) -> tuple[dict[str, KeyValue], dict[str, KeyValue]]:
+    """(span index, resource index) for a span of ``request``: from the shared cache, or built (one pass
+    over the keys) and cached. ``resource`` is the span's ``Resource`` message (``rs.resource``)."""
+    e = _entry(request)
+    got = e.get(id(span))
+    if got is not None and got[0] is span:
+        own = got[1]
+    else:
+        own = index(span.attributes)
+        e[id(span)] = (span, own)
+    if resource is None:
+        return own, {}
+    got = e.get(id(resource))
+    if got is not None and got[0] is resource:
+        return own, got[1]
+    res = index(resource.attributes)
+    e[id(resource)] = (resource, res)
+    return own, res
+
+
+def remember(request: Any, item: Any, idx: dict[str, KeyValue]) -> None:
+    """Store an index built by a processor's own walk over ``item.attributes`` (span or resource)."""
+    _entry(request)[id(item)] = (item, idx)
+
+
+def forget(request: Any) -> None:
+    """Drop the shared indexes of a request (after changes not made through :func:`set_value`)."""
+    _CACHE.pop(id(request), None)
+
+
+def read_cached(request: Any, span: Any, resource: Any = None) -> LLMCall:
+    """:func:`read` through the shared indexes."""
+    own, res = indexes(request, span, resource)
+    return _call(span, own, res)
+
+
+def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value: Any) -> None:
+    """Upsert ``key`` in a repeated KeyValue field, keeping ``idx`` (its index) exact. For keys this module
+    indexes the index says whether the key exists, so no walk is needed."""
+    if idx is not None and key in _INDEXED:
+        kv = idx.get(key)
+        if kv is None:
+            kv = attributes.add()
+            kv.key = key
+            idx[key] = kv
+        _to_any(value, kv.value)
+        return
+    for kv in attributes:
+        if kv.key == key:
+            _to_any(value, kv.value)
+            return
+    kv = attributes.add()
+    kv.key = key
+    _to_any(value, kv.value)
+
+
+def delete_key(attributes: Any, idx: dict[str, KeyValue] | None, key: str) -> bool:
+    """Remove ``key`` from a repeated KeyValue field (and from ``idx``); True if it was there."""
+    for i, kv in enumerate(attributes):
+        if kv.key == key:
+            del attributes[i]
+            if idx is not None:
+                idx.pop(key, None)
+            return True
+    return False
+
+
+def _to_any(value: Any, av: AnyValue) -> None:
+    if isinstance(value, bool):
+        av.bool_value = value
+    elif isinstance(value, int):
+        av.int_value = value
+    elif isinstance(value, float):
+        av.double_value = value
+    elif isinstance(value, str):
+        av.string_value = value
+    else:
+        from collector.pdata import python_to_anyvalue
+        python_to_anyvalue(value, av)
 
 
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
