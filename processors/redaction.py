@@ -1,0 +1,441 @@
+"""Processor `redaction`: masks PII and secrets, and handles prompt / completion content, before anything
+leaves the collector.
+
+The Collector's keys (``allow_all_keys``, ``allowed_keys``, ``ignored_keys``, ``blocked_key_patterns``,
+``blocked_values``, ``allowed_values``, ``hash_function``, ``summary``) plus built-in ``detectors``, the user's
+``patterns``, a ``content`` mode for content-bearing attributes and events (found through
+:mod:`collector.genai`, JSON message arrays redacted inside the JSON) and HMAC-SHA256 ``hash_keys``.
+Applies to span attributes and events, log bodies and attributes, resource attributes and metric data point
+attributes.
+
+Speed: all patterns are compiled once into one Hyperscan database (see :mod:`processors._detect`). A span
+(log record, resource, data point) is serialised by protobuf in C and scanned once; only when that scan
+finds a candidate, or a key rule needs it, are its attributes walked in Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
+
+from collector import genai
+from collector.component import CreateSettings, Factory, Kind
+from collector.config import StrictModel
+from collector.pdata import Batch, Signal
+from collector.processorhelper import SimpleProcessor
+from processors._detect import DETECTORS, HAVE_HYPERSCAN, Finder
+
+try:  # pragma: no cover
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover
+    _hs = None
+
+__all__ = ["RedactionConfig", "RedactionProcessor", "Redactor"]
+
+
+def _regex(v: str) -> str:
+    try:
+        re.compile(v)
+    except re.error as e:
+        raise ValueError(f"invalid regular expression {v!r}: {e}") from e
+    return v
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+DetectorName = Literal["email", "phone", "credit_card", "ip", "iban", "us_ssn", "secrets"]
+
+
+class PatternConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    regex: Regex
+
+
+class RedactionConfig(StrictModel):
+    allow_all_keys: bool = True
+    allowed_keys: list[str] = Field(default_factory=list)
+    ignored_keys: list[str] = Field(default_factory=list)
+    blocked_key_patterns: list[Regex] = Field(default_factory=list)
+    blocked_values: list[Regex] = Field(default_factory=list)
+    allowed_values: list[Regex] = Field(default_factory=list)
+    summary: Literal["silent", "info", "debug"] = "silent"
+    detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTORS))
+    patterns: list[PatternConfig] = Field(default_factory=list)
+    hash_key: SecretStr | None = None
+    hash_function: Literal["none", "md5", "sha1", "sha3", "hmac-sha256"] = "none"
+    content: Literal["keep", "redact", "drop", "hash"] = "redact"
+    hash_keys: list[str] = Field(default_factory=list)
+    use_hyperscan: bool = True
+
+    @field_validator("hash_keys", "hash_function", "content")
+    @classmethod
+    def _needs_key(cls, v: Any, info: ValidationInfo) -> Any:
+        key = info.data.get("hash_key")
+        has_key = key is not None and bool(key.get_secret_value())
+        if has_key:
+            return v
+        if info.field_name == "hash_keys" and v:
+            raise ValueError("hash_keys needs hash_key (e.g. hash_key: ${env:LLM_COLLECTOR_HASH_KEY}), which is not set")
+        if info.field_name == "hash_function" and v == "hmac-sha256":
+            raise ValueError("hash_function hmac-sha256 needs hash_key, which is not set")
+        if info.field_name == "content" and v == "hash":
+            raise ValueError("content: hash needs hash_key, which is not set")
+        return v
+
+
+_REPL = {"email": "<EMAIL>", "phone": "<PHONE>", "credit_card": "<CREDIT_CARD>", "ip": "<IP>",
+         "iban": "<IBAN>", "us_ssn": "<US_SSN>", "secret": "<SECRET>", "blocked": "****"}
+_MASK = "****"
+
+
+class _Stats:
+    __slots__ = ("count", "kinds", "keys", "deleted")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.kinds: set[str] = set()
+        self.keys: set[str] = set()
+        self.deleted: set[str] = set()
+
+
+class Redactor:
+    """The redaction rules, compiled; usable without a pipeline (tests, benchmarks)."""
+
+    def __init__(self, cfg: RedactionConfig) -> None:
+        self.cfg = cfg
+        self.finder = Finder(cfg.detectors, [(p.name, p.regex) for p in cfg.patterns], cfg.blocked_values,
+                             use_hyperscan=cfg.use_hyperscan)
+        self.repl = dict(_REPL) | {p.name: f"<{p.name.upper()}>" for p in cfg.patterns}
+        self.allowed = set(cfg.allowed_keys)
+        self.ignored = set(cfg.ignored_keys)
+        self.hash_keys = set(cfg.hash_keys)
+        self.blocked_keys = re.compile("|".join(f"(?:{r})" for r in cfg.blocked_key_patterns)) \
+            if cfg.blocked_key_patterns else None
+        self.allowed_values = [re.compile(r) for r in cfg.allowed_values]
+        key = cfg.hash_key.get_secret_value().encode() if cfg.hash_key is not None else b""
+        self._key = key
+        self.mask_hash = self._hasher(cfg.hash_function)
+        self.content = cfg.content
+        self.summary = cfg.summary
+        self.always_walk = (not cfg.allow_all_keys or self.blocked_keys is not None or not HAVE_HYPERSCAN
+                            or not cfg.use_hyperscan or bool(self.finder._always))
+        self.keygate = self._build_keygate() if not self.always_walk else None
+
+    def _hasher(self, name: str) -> Callable[[str], str] | None:
+        if name == "none":
+            return None
+        if name == "md5":
+            return lambda s: hashlib.md5(s.encode(), usedforsecurity=False).hexdigest()
+        if name == "sha1":
+            return lambda s: hashlib.sha1(s.encode(), usedforsecurity=False).hexdigest()
+        if name == "sha3":
+            return lambda s: hashlib.sha3_256(s.encode()).hexdigest()
+        return self.hmac
+
+    def hmac(self, s: str) -> str:
+        return hmac.new(self._key, s.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def _build_keygate(self) -> Any:
+        """A Hyperscan database of the protobuf encodings of the keys a key rule needs (hash_keys, content
+        keys and events when content is drop or hash): if a serialised item has none, no key rule applies."""
+        assert _hs is not None
+        exprs: list[bytes] = []
+        for k in self.hash_keys:
+            kb = k.encode()
+            if len(kb) < 128:
+                exprs.append(b"\\x0a" + (b"\\x%02x" % len(kb)) + re.escape(kb))
+            else:
+                exprs.append(re.escape(kb))
+        if self.content in ("drop", "hash"):
+            for k in genai._CONTENT_EXACT:
+                kb = k.encode()
+                exprs.append(b"\\x0a" + (b"\\x%02x" % len(kb)) + re.escape(kb) + b"\\x12")
+            for pfx in genai._CONTENT_PREFIXES:
+                exprs.append(b"\\x0a[\\x00-\\x7f]" + re.escape(pfx.encode()))
+            for name in genai.CONTENT_EVENT_NAMES:
+                exprs.append(re.escape(name.encode()))
+            exprs.append(rb"gen_ai\.[A-Za-z0-9_]+\.message")
+        if not exprs:
+            return None
+        db = _hs.Database()
+        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs),
+                   flags=[_hs.HS_FLAG_SINGLEMATCH | _hs.HS_FLAG_DOTALL] * len(exprs))
+        return db
+
+    # -- gates ---------------------------------------------------------------------------------------------
+    def needs_walk(self, msg: Any) -> bool:
+        if self.always_walk:
+            return True
+        data = msg.SerializeToString()
+        if self.finder.maybe(data):
+            return True
+        if self.keygate is None:
+            return False
+        hit = False
+
+        def cb(*_a: Any) -> bool:
+            nonlocal hit
+            hit = True
+            return True
+
+        try:
+            self.keygate.scan(data, match_event_handler=cb)
+        except _hs.ScanTerminated:  # type: ignore[union-attr]
+            pass
+        return hit
+
+    # -- strings -------------------------------------------------------------------------------------------
+    def redact_text(self, s: str, st: _Stats) -> str:
+        """Masks detector / pattern matches in one string; JSON stays valid JSON."""
+        if len(s) < 6:
+            return s
+        probe = s
+        if "\\" in s:  # JSON escapes next to a value must not hide it from the boundary guards
+            probe = s.replace("\\\\", "  ").replace("\\n", "  ").replace("\\t", "  ").replace("\\r", "  ") \
+                .replace('\\"', "  ")
+        matches = self.finder.find(probe)
+        if not matches:
+            return s
+        head = s.lstrip()[:1]
+        if head in ("[", "{"):
+            try:
+                obj = json.loads(s)
+            except ValueError:
+                obj = None
+            if isinstance(obj, (list, dict)):
+                before = st.count
+                obj = self._redact_json(obj, st)
+                if st.count == before:
+                    return s
+                return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        return self._apply(s, matches, st)
+
+    def _redact_json(self, obj: Any, st: _Stats) -> Any:
+        if isinstance(obj, str):
+            if len(obj) < 6:
+                return obj
+            m = self.finder.find(obj)
+            return self._apply(obj, m, st) if m else obj
+        if isinstance(obj, list):
+            return [self._redact_json(x, st) for x in obj]
+        if isinstance(obj, dict):
+            return {k: self._redact_json(v, st) for k, v in obj.items()}
+        return obj
+
+    def _apply(self, s: str, matches: list[tuple[int, int, str]], st: _Stats) -> str:
+        out: list[str] = []
+        last = 0
+        n = 0
+        for a, b, kind in matches:
+            text = s[a:b]
+            if self.allowed_values and any(r.fullmatch(text) for r in self.allowed_values):
+                continue
+            out.append(s[last:a])
+            if self.mask_hash is not None:
+                out.append(self.mask_hash(text))
+            else:
+                out.append(self.repl.get(kind) or f"<{kind.upper()}>")
+            last = b
+            n += 1
+            st.kinds.add(kind)
+        if not n:
+            return s
+        st.count += n
+        out.append(s[last:])
+        return "".join(out)
+
+    # -- values and attribute lists -----------------------------------------------------------------------
+    def redact_value(self, av: Any, st: _Stats, key: str) -> None:
+        kind = av.WhichOneof("value")
+        if kind == "string_value":
+            s = av.string_value
+            new = self.redact_text(s, st)
+            if new is not s:
+                av.string_value = new
+                st.keys.add(key)
+        elif kind == "array_value":
+            for x in av.array_value.values:
+                self.redact_value(x, st, key)
+        elif kind == "kvlist_value":
+            for kv in av.kvlist_value.values:
+                self.redact_value(kv.value, st, key)
+
+    def _hash_value(self, av: Any) -> None:
+        kind = av.WhichOneof("value")
+        if kind is None:
+            return
+        if kind == "string_value":
+            text = av.string_value
+        elif kind in ("array_value", "kvlist_value", "bytes_value"):
+            text = av.SerializeToString().hex()
+        else:
+            text = str(getattr(av, kind))
+        av.string_value = self.hmac(text)
+
+    def redact_attrs(self, attrs: Any, st: _Stats, content_event: bool = False,
+                     idx: dict[str, Any] | None = None) -> None:
+        """Walk one repeated KeyValue field. ``content_event``: the attributes of a content event (every
+        non-structural attribute is content). ``idx`` receives the genai index as a side effect."""
+        allow_all = self.cfg.allow_all_keys
+        delete: list[int] = []
+        indexed = genai._INDEXED
+        for i, kv in enumerate(attrs):
+            k = kv.key
+            if idx is not None and k in indexed and k not in idx:
+                idx[k] = kv
+            if k in self.ignored:
+                continue
+            if not allow_all and k not in self.allowed and not k.startswith("redaction."):
+                delete.append(i)
+                continue
+            if k in self.hash_keys:
+                self._hash_value(kv.value)
+                st.keys.add(k)
+                st.count += 1
+                st.kinds.add("hash")
+                continue
+            if self.blocked_keys is not None and self.blocked_keys.search(k):
+                if kv.value.WhichOneof("value") is not None:
+                    kv.value.string_value = self.mask_hash(kv.value.SerializeToString().hex()) \
+                        if self.mask_hash else _MASK
+                    st.keys.add(k)
+                    st.count += 1
+                    st.kinds.add("blocked_key")
+                continue
+            is_content = genai.is_content_event_attr(k) if content_event else genai.is_content_key(k)
+            if is_content:
+                mode = self.content
+                if mode == "keep":
+                    continue
+                if mode == "drop":
+                    delete.append(i)
+                    continue
+                if mode == "hash":
+                    self._hash_value(kv.value)
+                    st.keys.add(k)
+                    st.kinds.add("content")
+                    st.count += 1
+                    continue
+            self.redact_value(kv.value, st, k)
+        for i in reversed(delete):
+            k = attrs[i].key
+            st.deleted.add(k)
+            if idx is not None:
+                idx.pop(k, None)
+            del attrs[i]
+
+    def summarize(self, attrs: Any, st: _Stats, idx: dict[str, Any] | None) -> None:
+        if self.summary == "silent" or (not st.count and not st.deleted):
+            return
+        genai.set_value(attrs, idx, genai.REDACTION["count"], st.count)
+        genai.set_value(attrs, idx, genai.REDACTION["kinds"], ",".join(sorted(st.kinds)))
+        if self.summary == "debug":
+            genai.set_value(attrs, idx, "redaction.masked.keys", ",".join(sorted(st.keys)))
+            genai.set_value(attrs, idx, "redaction.redacted.keys", ",".join(sorted(st.deleted)))
+            genai.set_value(attrs, idx, "redaction.redacted.count", len(st.deleted))
+
+    # -- items ---------------------------------------------------------------------------------------------
+    def span(self, req: Any, span: Any) -> None:
+        if not self.needs_walk(span):
+            return
+        st = _Stats()
+        idx: dict[str, Any] = {}
+        self.redact_attrs(span.attributes, st, idx=idx)
+        if len(span.events):
+            drop: list[int] = []
+            for i, ev in enumerate(span.events):
+                ce = genai.is_content_event(ev.name)
+                if ce and self.content == "drop":
+                    drop.append(i)
+                    continue
+                self.redact_attrs(ev.attributes, st, content_event=ce)
+            for i in reversed(drop):
+                st.deleted.add(f"event:{span.events[i].name}")
+                st.count += 1
+                st.kinds.add("content")
+                del span.events[i]
+        self.summarize(span.attributes, st, idx)
+        genai.remember(req, span, idx)
+
+    def resource(self, res: Any) -> None:
+        if len(res.attributes) and self.needs_walk(res):
+            st = _Stats()
+            self.redact_attrs(res.attributes, st)
+
+    def log_record(self, rec: Any) -> None:
+        if not self.needs_walk(rec):
+            return
+        st = _Stats()
+        name = rec.event_name
+        if not name:
+            for kv in rec.attributes:
+                if kv.key == "event.name":
+                    name = kv.value.string_value
+                    break
+        ce = bool(name) and genai.is_content_event(name)
+        self.redact_attrs(rec.attributes, st, content_event=ce)
+        if rec.HasField("body"):
+            if ce and self.content == "drop":
+                rec.ClearField("body")
+                st.count += 1
+                st.kinds.add("content")
+            elif ce and self.content == "hash":
+                self._hash_value(rec.body)
+                st.count += 1
+                st.kinds.add("content")
+            elif not (ce and self.content == "keep"):
+                self.redact_value(rec.body, st, "body")
+        self.summarize(rec.attributes, st, None)
+
+    def data_point(self, dp: Any) -> None:
+        if len(dp.attributes) and self.needs_walk(dp):
+            self.redact_attrs(dp.attributes, _Stats())
+
+
+class RedactionProcessor(SimpleProcessor):
+    def __init__(self, settings: CreateSettings, config: RedactionConfig) -> None:
+        super().__init__(settings, config)
+        self.r = Redactor(config)
+
+    def process(self, batch: Batch) -> Batch | None:
+        req = batch.request
+        r = self.r
+        sig = batch.signal
+        if sig is Signal.TRACES:
+            for rs in req.resource_spans:
+                r.resource(rs.resource)
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        r.span(req, span)
+        elif sig is Signal.LOGS:
+            for rl in req.resource_logs:
+                r.resource(rl.resource)
+                for sl in rl.scope_logs:
+                    for rec in sl.log_records:
+                        r.log_record(rec)
+        else:
+            for rm in req.resource_metrics:
+                r.resource(rm.resource)
+                for sm in rm.scope_metrics:
+                    for m in sm.metrics:
+                        kind = m.WhichOneof("data")
+                        if kind is None:
+                            continue
+                        for dp in getattr(m, kind).data_points:
+                            r.data_point(dp)
+        return batch
+
+
+def _create(settings: CreateSettings, config: RedactionConfig) -> RedactionProcessor:
+    return RedactionProcessor(settings, config)
+
+
+FACTORIES = [
+    Factory("redaction", Kind.PROCESSOR, RedactionConfig, _create,
+            description="masks PII and secrets, drops / hashes / redacts prompt and completion content"),
+]
