@@ -76,8 +76,10 @@ DETECTORS: dict[str, list[Detector]] = {
     "phone": [
         Detector("phone", r"\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}",
                  r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}(?![\w-])"),
-        Detector("phone", r"(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}",
-                 r"(?<![\w#/+.-])(?:\(\d{3}\) ?|\d{3}[-. ])\d{3}[-. ]\d{4}(?![\w-]|\.\d)"),
+        Detector("phone", r"\(\d{3}\) ?\d{3}[-. ]\d{4}",
+                 r"(?<![\w#/+.-])\(\d{3}\) ?\d{3}[-. ]\d{4}(?![\w-]|\.\d)"),
+        Detector("phone", r"\d{3}[-. ]\d{3}[-. ]\d{4}",
+                 r"(?<![\w#/+.-])\d{3}[-. ]\d{3}[-. ]\d{4}(?![\w-]|\.\d)"),
     ],
     "ip": [
         Detector("ip", rf"(?:\d{{1,3}}\.){{3}}\d{{1,3}}", rf"(?<![\w.:])(?:{_OCT}\.){{3}}{_OCT}(?!\w|\.\d)"),
@@ -91,8 +93,8 @@ DETECTORS: dict[str, list[Detector]] = {
     "secrets": [
         Detector("secret", r"sk-[A-Za-z0-9_-]{20,}", r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{20,}"),
         Detector("secret", r"(?:AKIA|ASIA)[0-9A-Z]{16}", r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
-        Detector("secret", r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,}",
-                 r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{20,})"),
+        Detector("secret", r"gh[pousr]_[A-Za-z0-9]{30,}", r"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{30,}"),
+        Detector("secret", r"github_pat_[A-Za-z0-9_]{20,}", r"(?<![A-Za-z0-9_])github_pat_[A-Za-z0-9_]{20,}"),
         Detector("secret", r"xox[abposr]-[A-Za-z0-9-]{10,}", r"(?<![A-Za-z0-9])xox[abposr]-[A-Za-z0-9-]{10,}"),
         Detector("secret", r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}",
                  r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
@@ -119,6 +121,7 @@ class Finder:
         self.user += [("blocked", re.compile(r)) for r in blocked_values]
         self._always: list[int] = []  # user patterns Hyperscan cannot prefilter: run on every string
         self.db = None
+        self.gate_exprs: list[tuple[bytes, int]] = []
         if use_hyperscan and _hs is not None and (self.dets or self.user):
             self._build_hs()
         if self.db is None:
@@ -143,6 +146,8 @@ class Finder:
             exprs.append(rx.pattern.encode())
             ids.append(n + j)
             flags.append(f)
+        # the same patterns without start-of-match tracking: a gate over whole serialised requests
+        self.gate_exprs = [(e, 0 if i < n else f) for e, i, f in zip(exprs, ids, flags)]
         if not exprs:
             return
         db = _hs.Database()

@@ -76,6 +76,7 @@ class BudgetProcessor(SimpleProcessor):
         self.db: sqlite3.Connection | None = None
         self.path: str | None = None
         self._dirty: set[tuple[str, str]] = set()
+        self._wins: dict[int, str] = {}  # UTC day number -> window name
 
     async def start(self) -> None:
         if self.config.storage is None:
@@ -141,15 +142,23 @@ class BudgetProcessor(SimpleProcessor):
         default = cfg.default_limit_usd
         thresholds = cfg.thresholds
         key_name = cfg.key
+        own_index = genai.span_indexer(req)
+        wins = self._wins
         for rs in req.resource_spans:
             resource = rs.resource
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    own, _ = genai.indexes(req, span)
+                    own = own_index(span)
                     key = self._key_of(span, own, resource)
                     if key is None:
                         continue
-                    win = window_of(span.end_time_unix_nano or span.start_time_unix_nano, cfg.window)
+                    end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
+                    day = end // 86_400_000_000_000
+                    win = wins.get(day)
+                    if win is None:
+                        if len(wins) > 1000:
+                            wins.clear()
+                        win = wins[day] = window_of(end, cfg.window)
                     st = self.state.get((key, win))
                     if st is None:
                         st = self.state[(key, win)] = _State()

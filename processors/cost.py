@@ -273,10 +273,11 @@ class CostProcessor(SimpleProcessor):
         parts = self.config.parts
         lookup = self.table.lookup
         set_value = genai.set_value
+        own_index = genai.span_indexer(req)
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    own, _ = genai.indexes(req, span)
+                    own = own_index(span)
                     if not own:
                         continue
                     attrs = span.attributes

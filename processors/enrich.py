@@ -128,14 +128,16 @@ class EnrichProcessor(SimpleProcessor):
         req = batch.request
         md = batch.metadata
         if batch.signal is Signal.TRACES:
+            own_index = genai.span_indexer(req)
             for rs in req.resource_spans:
                 self._resource(rs.resource, None)
                 resource = rs.resource
+                res = genai.index(resource.attributes)
+                fixed = self._fixed(md)
                 for ss in rs.scope_spans:
                     for span in ss.spans:
-                        own, res = genai.indexes(req, span, resource)
-                        self._apply(own, res, md, span.attributes, resource.attributes)
-                # the resource changed: drop its cached index (span indexes stay valid)
+                        own = own_index(span)
+                        self._apply(own, res, md, span.attributes, resource.attributes, fixed)
         elif batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
                 self._resource(rl.resource, None)
@@ -149,12 +151,26 @@ class EnrichProcessor(SimpleProcessor):
                 self._resource(rm.resource, None)
         return batch
 
-    def _apply(self, own: dict[str, Any], res: dict[str, Any], md: Any, attrs: Any, rattrs: Any) -> None:
+    def _fixed(self, md: Any) -> dict[str, str]:
+        """Fields whose first source is client metadata that this batch has: the same for all its spans."""
+        out: dict[str, str] = {}
+        for field, rule in self.rules:
+            first = rule.sources[0]
+            if first.startswith("context:"):
+                v = context_value(md, first[len("context:"):])
+                if v:
+                    out[field] = v
+        return out
+
+    def _apply(self, own: dict[str, Any], res: dict[str, Any], md: Any, attrs: Any, rattrs: Any,
+               fixed: dict[str, str] | None = None) -> None:
         for field, rule in self.rules:
             target = _TARGET[field]
             if not rule.override and target in own:
                 continue
-            v = self._resolve(field, rule, md, own, res, attrs, rattrs)
+            v = fixed.get(field) if fixed else None
+            if v is None:
+                v = self._resolve(field, rule, md, own, res, attrs, rattrs)
             if v is None:
                 continue
             genai.set_value(attrs, own, target, str(v))

@@ -16,6 +16,7 @@ finds a candidate, or a key rule needs it, are its attributes walked in Python.
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_left
 import hmac
 import json
 import re
@@ -124,7 +125,9 @@ class Redactor:
         self.summary = cfg.summary
         self.always_walk = (not cfg.allow_all_keys or self.blocked_keys is not None or not HAVE_HYPERSCAN
                             or not cfg.use_hyperscan or bool(self.finder._always))
+        self._key_exprs: list[bytes] = []
         self.keygate = self._build_keygate() if not self.always_walk else None
+        self.gate = self._build_gate() if not self.always_walk else None
 
     def _hasher(self, name: str) -> Callable[[str], str] | None:
         if name == "none":
@@ -139,6 +142,28 @@ class Redactor:
 
     def hmac(self, s: str) -> str:
         return hmac.new(self._key, s.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+    def _build_gate(self) -> Any:
+        """Detector cores, user patterns (prefilter) and key rules in one database without start offsets:
+        one scan over a whole serialised request says which spans / records need a walk."""
+        assert _hs is not None
+        exprs = list(self.finder.gate_exprs) + [(e, _hs.HS_FLAG_DOTALL) for e in self._key_exprs]
+        if not exprs:
+            return None
+        db = _hs.Database()
+        db.compile(expressions=[e for e, _ in exprs], ids=list(range(len(exprs))), elements=len(exprs),
+                   flags=[f for _, f in exprs])
+        return db
+
+    def gate_hits(self, data: bytes) -> list[int] | None:
+        """Sorted end offsets of every candidate in ``data``; None when there is no gate."""
+        if self.gate is None:
+            return None
+        ends: list[int] = []
+        add = ends.append
+        self.gate.scan(data, match_event_handler=lambda _i, _f, t, _fl, _c: add(t))
+        ends.sort()
+        return ends
 
     def _build_keygate(self) -> Any:
         """A Hyperscan database of the protobuf encodings of the keys a key rule needs (hash_keys, content
@@ -160,6 +185,7 @@ class Redactor:
             for name in genai.CONTENT_EVENT_NAMES:
                 exprs.append(re.escape(name.encode()))
             exprs.append(rb"gen_ai\.[A-Za-z0-9_]+\.message")
+        self._key_exprs = exprs
         if not exprs:
             return None
         db = _hs.Database()
@@ -278,9 +304,11 @@ class Redactor:
         av.string_value = self.hmac(text)
 
     def redact_attrs(self, attrs: Any, st: _Stats, content_event: bool = False,
-                     idx: dict[str, Any] | None = None) -> None:
+                     idx: dict[str, Any] | None = None, only: set[int] | None = None) -> None:
         """Walk one repeated KeyValue field. ``content_event``: the attributes of a content event (every
-        non-structural attribute is content). ``idx`` receives the genai index as a side effect."""
+        non-structural attribute is content). ``idx`` receives the genai index as a side effect. ``only``:
+        the positions whose values may hold a match (from the request scan); other values are not scanned,
+        key rules apply to all."""
         allow_all = self.cfg.allow_all_keys
         delete: list[int] = []
         indexed = genai._INDEXED
@@ -321,7 +349,8 @@ class Redactor:
                     st.kinds.add("content")
                     st.count += 1
                     continue
-            self.redact_value(kv.value, st, k)
+            if only is None or i in only:
+                self.redact_value(kv.value, st, k)
         for i in reversed(delete):
             k = attrs[i].key
             st.deleted.add(k)
@@ -340,18 +369,22 @@ class Redactor:
             genai.set_value(attrs, idx, "redaction.redacted.count", len(st.deleted))
 
     # -- items ---------------------------------------------------------------------------------------------
-    def span(self, req: Any, span: Any) -> None:
-        if not self.needs_walk(span):
+    def span(self, req: Any, span: Any, walk: bool | None = None,
+             flags: tuple[set[int], set[int]] | None = None) -> None:
+        """``flags``: (attribute positions, event positions) that hold candidates, from the request scan."""
+        if not (self.needs_walk(span) if walk is None else walk):
             return
         st = _Stats()
         idx: dict[str, Any] = {}
-        self.redact_attrs(span.attributes, st, idx=idx)
+        self.redact_attrs(span.attributes, st, idx=idx, only=flags[0] if flags else None)
         if len(span.events):
             drop: list[int] = []
             for i, ev in enumerate(span.events):
                 ce = genai.is_content_event(ev.name)
                 if ce and self.content == "drop":
                     drop.append(i)
+                    continue
+                if flags is not None and i not in flags[1] and not (ce and self.content == "hash"):
                     continue
                 self.redact_attrs(ev.attributes, st, content_event=ce)
             for i in reversed(drop):
@@ -362,13 +395,13 @@ class Redactor:
         self.summarize(span.attributes, st, idx)
         genai.remember(req, span, idx)
 
-    def resource(self, res: Any) -> None:
-        if len(res.attributes) and self.needs_walk(res):
+    def resource(self, res: Any, walk: bool | None = None) -> None:
+        if len(res.attributes) and (self.needs_walk(res) if walk is None else walk):
             st = _Stats()
             self.redact_attrs(res.attributes, st)
 
-    def log_record(self, rec: Any) -> None:
-        if not self.needs_walk(rec):
+    def log_record(self, rec: Any, walk: bool | None = None) -> None:
+        if not (self.needs_walk(rec) if walk is None else walk):
             return
         st = _Stats()
         name = rec.event_name
@@ -403,9 +436,20 @@ class RedactionProcessor(SimpleProcessor):
         self.r = Redactor(config)
 
     def process(self, batch: Batch) -> Batch | None:
-        req = batch.request
         r = self.r
         sig = batch.signal
+        if sig is not Signal.METRICS and r.gate is not None:
+            data = batch.to_bytes()  # the received bytes when nothing changed the batch yet: no serialising
+            req = batch.request
+            ends = r.gate_hits(data)
+            assert ends is not None
+            if not ends:
+                return batch
+            layout = _layout(data)
+            if layout is not None:
+                self._gated(req, sig, data, ends, layout)
+                return batch
+        req = batch.request
         if sig is Signal.TRACES:
             for rs in req.resource_spans:
                 r.resource(rs.resource)
@@ -429,6 +473,120 @@ class RedactionProcessor(SimpleProcessor):
                         for dp in getattr(m, kind).data_points:
                             r.data_point(dp)
         return batch
+
+    def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int], layout: list[tuple[tuple[int, int] | None,
+                                                                                 list[tuple[int, int]]]]) -> None:
+        """Walk only the items whose byte range holds a candidate end offset."""
+        r = self.r
+        n = len(ends)
+        traces = sig is Signal.TRACES
+        outer = req.resource_spans if traces else req.resource_logs
+        if len(outer) != len(layout):  # pragma: no cover - bytes and message disagree: be thorough
+            layout = [(None, [])] * len(outer)
+        for ro, (rrange, items) in zip(outer, layout):
+            if rrange is not None:
+                j = bisect_left(ends, rrange[0] + 1)
+                if j < n and ends[j] <= rrange[1]:
+                    r.resource(ro.resource, True)
+            k = 0
+            for sc in (ro.scope_spans if traces else ro.scope_logs):
+                for item in (sc.spans if traces else sc.log_records):
+                    if k < len(items):
+                        s, e = items[k]
+                        j = bisect_left(ends, s + 1)
+                        walk = j < n and ends[j] <= e
+                    else:  # pragma: no cover
+                        walk = True
+                    k += 1
+                    if not walk:
+                        continue
+                    if traces:
+                        r.span(req, item, True, _flags(data, s, e, ends, j, 9, 11))
+                    else:
+                        r.log_record(item, True)
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    x = 0
+    shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+
+
+def _fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
+    """(field number, value start, value end) of the length-delimited fields of one message."""
+    out = []
+    while i < end:
+        tag, i = _varint(b, i)
+        w = tag & 7
+        if w == 2:
+            ln, i = _varint(b, i)
+            out.append((tag >> 3, i, i + ln))
+            i += ln
+        elif w == 0:
+            _, i = _varint(b, i)
+        elif w == 1:
+            i += 8
+        elif w == 5:
+            i += 4
+        else:
+            raise ValueError("unsupported wire type")
+    if i != end:
+        raise ValueError("truncated message")
+    return out
+
+
+def _flags(data: bytes, s: int, e: int, ends: list[int], j: int, attr_field: int,
+           event_field: int) -> tuple[set[int], set[int]] | None:
+    """Positions of the attributes and events of the item at ``data[s:e]`` that hold a candidate end
+    offset (``ends[j]`` is the first one in the item)."""
+    try:
+        fields = _fields(data, s, e)
+    except (IndexError, ValueError):
+        return None
+    attrs: set[int] = set()
+    events: set[int] = set()
+    ai = ei = 0
+    n = len(ends)
+    for f, a, b in fields:
+        if f == attr_field or f == event_field:
+            while j < n and ends[j] <= a:
+                j += 1
+            if j < n and ends[j] <= b:
+                (attrs if f == attr_field else events).add(ai if f == attr_field else ei)
+            if f == attr_field:
+                ai += 1
+            else:
+                ei += 1
+    return attrs, events
+
+
+def _layout(data: bytes) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] | None:
+    """Byte ranges of a trace or logs export request: per resource_spans / resource_logs, the range of its
+    resource and of each span / log record, in message order (both requests share this shape)."""
+    try:
+        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
+        for f, s, e in _fields(data, 0, len(data)):
+            if f != 1:
+                continue
+            res: tuple[int, int] | None = None
+            items: list[tuple[int, int]] = []
+            for f2, s2, e2 in _fields(data, s, e):
+                if f2 == 1:
+                    res = (s2, e2)
+                elif f2 == 2:
+                    for f3, s3, e3 in _fields(data, s2, e2):
+                        if f3 == 2:
+                            items.append((s3, e3))
+            out.append((res, items))
+        return out
+    except (IndexError, ValueError):
+        return None
 
 
 def _create(settings: CreateSettings, config: RedactionConfig) -> RedactionProcessor:
