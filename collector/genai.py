@@ -34,6 +34,10 @@ __all__ = [
     "field",
     "indexes",
     "span_indexer",
+    "span_values",
+    "vfield",
+    "put",
+    "remember_values",
     "remember",
     "forget",
     "read_cached",
@@ -501,6 +505,7 @@ def remember(request: Any, item: Any, idx: dict[str, KeyValue]) -> None:
 def forget(request: Any) -> None:
     """Drop the shared indexes of a request (after changes not made through :func:`set_value`)."""
     _CACHE.pop(id(request), None)
+    _VCACHE.pop(id(request), None)
 
 
 def read_cached(request: Any, span: Any, resource: Any = None) -> LLMCall:
@@ -556,3 +561,265 @@ def _to_any(value: Any, av: AnyValue) -> None:
 
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
     return read(span, resource_attributes).is_llm
+
+
+# --- values from the wire --------------------------------------------------------------------------------
+# Walking a span's attributes in Python costs ~0.2-1 µs per attribute with the upb backend, so the processors
+# after redaction read the indexed keys from the serialised request instead: one Hyperscan scan for the
+# encodings of every indexed key (``\x0a <len> key \x12``), then the value that follows each hit is decoded
+# in place. The result, per span, is a dict of Python values of the indexed keys (span attributes only).
+# Writers keep it exact with :func:`put`. Without Hyperscan the values come from a walk.
+import os
+import struct as _struct
+
+try:  # pragma: no cover - depends on the platform
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover
+    _hs = None
+
+_KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
+_unpack_d = _struct.Struct("<d").unpack_from
+_KEY_DB: Any = None
+_VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
+WIRE_VALUES = os.environ.get("LLM_COLLECTOR_WIRE_VALUES", "1") != "0"
+
+
+def key_patterns() -> list[bytes]:
+    """Hyperscan expressions for the wire encoding of each indexed key, id = position in ``_KEY_LIST``."""
+    out = []
+    for k in _KEY_LIST:
+        kb = k.encode()
+        esc = b"".join(b"\\x%02x" % c for c in kb)
+        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+    return out
+
+
+def _key_db() -> Any:
+    global _KEY_DB
+    if _KEY_DB is None and _hs is not None:
+        pats = key_patterns()
+        db = _hs.Database()
+        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
+        _KEY_DB = db
+    return _KEY_DB
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    x = 0
+    shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+
+
+def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
+    """(field number, value start, value end) of the length-delimited fields of one serialised message."""
+    out = []
+    while i < end:
+        tag, i = _varint(b, i)
+        w = tag & 7
+        if w == 2:
+            ln, i = _varint(b, i)
+            out.append((tag >> 3, i, i + ln))
+            i += ln
+        elif w == 0:
+            _, i = _varint(b, i)
+        elif w == 1:
+            i += 8
+        elif w == 5:
+            i += 4
+        else:
+            raise ValueError("unsupported wire type")
+    if i != end:
+        raise ValueError("truncated message")
+    return out
+
+
+def wire_layout(data: bytes) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] | None:
+    """Byte ranges in a serialised trace or logs export request: per resource_spans / resource_logs, the
+    range of its resource and of each span / log record, in message order. None if the bytes are not
+    such a request."""
+    try:
+        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
+        for f, s, e in wire_fields(data, 0, len(data)):
+            if f != 1:
+                continue
+            res: tuple[int, int] | None = None
+            items: list[tuple[int, int]] = []
+            for f2, s2, e2 in wire_fields(data, s, e):
+                if f2 == 1:
+                    res = (s2, e2)
+                elif f2 == 2:
+                    for f3, s3, e3 in wire_fields(data, s2, e2):
+                        if f3 == 2:
+                            items.append((s3, e3))
+            out.append((res, items))
+        return out
+    except (IndexError, ValueError):
+        return None
+
+
+def _decode_value(b: bytes, i: int) -> Any:
+    """The Python value of the AnyValue whose length prefix starts at ``b[i]``."""
+    ln, i = _varint(b, i)
+    if ln == 0:
+        return None
+    tag = b[i]
+    if tag == 0x0A:
+        n, j = _varint(b, i + 1)
+        return b[j:j + n].decode("utf-8", "replace")
+    if tag == 0x18:
+        v, _ = _varint(b, i + 1)
+        return v - (1 << 64) if v >= 1 << 63 else v
+    if tag == 0x21:
+        return _struct.unpack_from("<d", b, i + 1)[0]
+    if tag == 0x10:
+        v, _ = _varint(b, i + 1)
+        return bool(v)
+    av = AnyValue()
+    av.ParseFromString(b[i:i + ln])
+    return value_of(av)
+
+
+def key_hits(data: bytes) -> list[tuple[int, int]] | None:
+    """(end offset, key id) of every indexed-key encoding in ``data``, sorted; None without Hyperscan."""
+    db = _key_db()
+    if db is None:
+        return None
+    hits: list[tuple[int, int]] = []
+    add = hits.append
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add((t, i)))
+    hits.sort()
+    return hits
+
+
+def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
+                      skip: set[int] | frozenset[int] = frozenset()) -> None:
+    """Decode the values of the key ``hits`` in ``data`` (the serialised form of ``request``, spans laid out
+    as ``layout``) and cache them per span. Spans whose id is in ``skip`` are left alone."""
+    e = _ventry(request)
+    keys = _KEY_LIST
+    n = len(hits)
+    h = 0
+    for rs, (_res, items) in zip(request.resource_spans, layout):
+        k = 0
+        if sum(len(ss.spans) for ss in rs.scope_spans) != len(items):
+            continue  # bytes and message disagree: these spans are walked on demand
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if k >= len(items):
+                    return
+                s, end = items[k]
+                k += 1
+                while h < n and hits[h][0] <= s:
+                    h += 1
+                vals: dict[str, Any] = {}
+                while h < n and hits[h][0] <= end:
+                    t, kid = hits[h]
+                    h += 1
+                    key = keys[kid]
+                    if key in vals:
+                        continue
+                    # inline fast paths: AnyValue of < 128 bytes holding a short string, an int or a double
+                    ln = data[t]
+                    if ln < 0x80 and ln > 2:
+                        tag = data[t + 1]
+                        if tag == 0x0A and data[t + 2] < 0x80:
+                            vals[key] = data[t + 3:t + 3 + data[t + 2]].decode("utf-8", "replace")
+                            continue
+                        if tag == 0x21 and ln == 9:
+                            vals[key] = _unpack_d(data, t + 2)[0]
+                            continue
+                        if tag == 0x18 and data[t + 2] < 0x80:
+                            vals[key] = data[t + 2]
+                            continue
+                    try:
+                        vals[key] = _decode_value(data, t)
+                    except (IndexError, ValueError, _struct.error):
+                        continue
+                sid = id(span)
+                if sid not in skip:
+                    e[sid] = (span, vals)
+    e[-1] = (None, {})
+
+
+def _ventry(request: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
+    rid = id(request)
+    got = _VCACHE.get(rid)
+    if got is not None and got[0] is request:
+        return got[1]
+    if len(_VCACHE) >= _CACHE_MAX:
+        del _VCACHE[next(iter(_VCACHE))]
+    d: dict[int, tuple[Any, dict[str, Any]]] = {}
+    _VCACHE[rid] = (request, d)
+    return d
+
+
+def values_from_index(idx: dict[str, KeyValue]) -> dict[str, Any]:
+    return {k: value_of(kv.value) for k, kv in idx.items()}
+
+
+def remember_values(request: Any, span: Any, values: dict[str, Any]) -> None:
+    _ventry(request)[id(span)] = (span, values)
+
+
+def span_values(batch: Any) -> Any:
+    """A function ``span -> {indexed key: Python value}`` for the spans of a trace batch. Built for the
+    whole request at the first call (one scan of the serialised request), cached for later processors."""
+    req = batch.request
+    e = _ventry(req)
+    if -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
+        data = batch.to_bytes()
+        hits = key_hits(data)
+        layout = wire_layout(data)
+        if hits is not None and layout is not None:
+            store_wire_values(req, data, hits, layout)
+    e[-1] = (None, {})  # the wire pass is done for this request
+    get = e.get
+
+    def values(span: Any) -> dict[str, Any]:
+        got = get(id(span))
+        if got is not None and got[0] is span:
+            return got[1]
+        vals = values_from_index(index(span.attributes))
+        e[id(span)] = (span, vals)
+        return vals
+
+    return values
+
+
+def vfield(values: dict[str, Any], name: str) -> Any:
+    """One field (``"request_model"``, ``"tenant"``...) from a values dict: the first non-empty name."""
+    for key in KEYS[name]:
+        v = values.get(key)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
+        span: Any = None) -> None:
+    """Upsert an indexed ``key`` and keep ``values`` exact: a new key is appended without a walk."""
+    if key in values:
+        for kv in attributes:
+            if kv.key == key:
+                _to_any(value, kv.value)
+                break
+        else:
+            kv = attributes.add()
+            kv.key = key
+            _to_any(value, kv.value)
+    else:
+        kv = attributes.add()
+        kv.key = key
+        _to_any(value, kv.value)
+        if request is not None and span is not None:
+            got = _entry(request).get(id(span))
+            if got is not None and got[0] is span:
+                got[1][key] = kv
+    values[key] = value

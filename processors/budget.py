@@ -117,13 +117,12 @@ class BudgetProcessor(SimpleProcessor):
                                 "ON CONFLICT (key, win) DO UPDATE SET spent = excluded.spent, fired = excluded.fired",
                                 rows)
 
-    def _key_of(self, span: Any, own: dict[str, Any], resource: Any) -> str | None:
+    def _key_of(self, span: Any, values: dict[str, Any], resource: Any) -> str | None:
         key = self.config.key
         if genai.is_indexed(key):
-            kv = own.get(key)
-            if kv is not None:
-                v = anyvalue_to_python(kv.value)
-                return None if v is None or v == "" else str(v)
+            v = values.get(key)
+            if v is not None and v != "":
+                return str(v)
         else:
             for kv in span.attributes:
                 if kv.key == key:
@@ -142,14 +141,15 @@ class BudgetProcessor(SimpleProcessor):
         default = cfg.default_limit_usd
         thresholds = cfg.thresholds
         key_name = cfg.key
-        own_index = genai.span_indexer(req)
+        values = genai.span_values(batch)
+        put = genai.put
         wins = self._wins
         for rs in req.resource_spans:
             resource = rs.resource
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    own = own_index(span)
-                    key = self._key_of(span, own, resource)
+                    v = values(span)
+                    key = self._key_of(span, v, resource)
                     if key is None:
                         continue
                     end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
@@ -162,7 +162,7 @@ class BudgetProcessor(SimpleProcessor):
                     st = self.state.get((key, win))
                     if st is None:
                         st = self.state[(key, win)] = _State()
-                    cost = genai._num(genai.field(own, None, "cost"))
+                    cost = genai._num(genai.vfield(v, "cost"))
                     if cost is not None and cost > 0:
                         st.spent += cost
                         self._dirty.add((key, win))
@@ -174,13 +174,13 @@ class BudgetProcessor(SimpleProcessor):
                     if crossed:
                         st.fired.update(crossed)
                         self._dirty.add((key, win))
-                        genai.set_value(attrs, own, _B["crossed"], float(crossed[-1]))
-                        genai.set_value(attrs, own, _B["key_name"], key_name)
-                        genai.set_value(attrs, own, _B["key"], key)
-                        genai.set_value(attrs, own, _B["spent_usd"], round(st.spent, 10))
-                        genai.set_value(attrs, own, _B["limit_usd"], float(limit))
+                        put(attrs, v, _B["crossed"], float(crossed[-1]), req, span)
+                        put(attrs, v, _B["key_name"], key_name, req, span)
+                        put(attrs, v, _B["key"], key, req, span)
+                        put(attrs, v, _B["spent_usd"], round(st.spent, 10), req, span)
+                        put(attrs, v, _B["limit_usd"], float(limit), req, span)
                     if st.spent >= limit:
-                        genai.set_value(attrs, own, _B["exceeded"], True)
+                        put(attrs, v, _B["exceeded"], True, req, span)
         self._flush()
         return batch
 

@@ -268,57 +268,60 @@ class CostProcessor(SimpleProcessor):
 
     def process(self, batch: Batch) -> Batch | None:
         req = batch.request
-        field = genai.field
+        vf = genai.vfield
+        num = genai._num
+        as_int = genai._int
         override = self.config.override
         parts = self.config.parts
         lookup = self.table.lookup
-        set_value = genai.set_value
-        own_index = genai.span_indexer(req)
+        put = genai.put
+        values = genai.span_values(batch)
+        w_cost = _W["cost"]
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    own = own_index(span)
-                    if not own:
+                    v = values(span)
+                    if not v:
                         continue
-                    attrs = span.attributes
-                    existing = field(own, None, "cost")
+                    existing = vf(v, "cost")
                     if existing is not None and not override:
-                        if _W["cost"] not in own:
-                            num = genai._num(existing)
-                            if num is not None:
-                                set_value(attrs, own, _W["cost"], float(num))
+                        if w_cost not in v:
+                            n = num(existing)
+                            if n is not None:
+                                put(span.attributes, v, w_cost, float(n), req, span)
                         continue
-                    model = field(own, None, "response_model") or field(own, None, "request_model")
+                    model = vf(v, "response_model") or vf(v, "request_model")
                     if model is None:
                         continue
-                    inp = genai._int(field(own, None, "input_tokens"))
-                    out = genai._int(field(own, None, "output_tokens"))
+                    inp = as_int(vf(v, "input_tokens"))
+                    out = as_int(vf(v, "output_tokens"))
                     if inp is None and out is None:
                         continue
                     model = str(model)
                     found = lookup(model)
                     if found is None:
-                        req_model = field(own, None, "request_model")
+                        req_model = vf(v, "request_model")
                         if req_model is not None and str(req_model) != model:
                             found = lookup(str(req_model))
+                    attrs = span.attributes
                     if found is None:
-                        set_value(attrs, own, _W["cost_unknown_model"], True)
+                        put(attrs, v, _W["cost_unknown_model"], True, req, span)
                         self._count_unknown(model)
                         continue
-                    cr = genai._int(field(own, None, "cache_read_tokens")) or 0
-                    cw = genai._int(field(own, None, "cache_write_tokens")) or 0
-                    rz = genai._int(field(own, None, "reasoning_tokens")) or 0
+                    cr = as_int(vf(v, "cache_read_tokens")) or 0
+                    cw = as_int(vf(v, "cache_write_tokens")) or 0
+                    rz = as_int(vf(v, "reasoning_tokens")) or 0
                     c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
-                    set_value(attrs, own, _W["cost"], c.total)
+                    put(attrs, v, w_cost, c.total, req, span)
                     if parts:
-                        set_value(attrs, own, _W["cost_input"], c.input)
-                        set_value(attrs, own, _W["cost_output"], c.output)
+                        put(attrs, v, _W["cost_input"], c.input, req, span)
+                        put(attrs, v, _W["cost_output"], c.output, req, span)
                         if cr:
-                            set_value(attrs, own, _W["cost_cache_read"], c.cache_read)
+                            put(attrs, v, _W["cost_cache_read"], c.cache_read, req, span)
                         if cw:
-                            set_value(attrs, own, _W["cost_cache_write"], c.cache_write)
+                            put(attrs, v, _W["cost_cache_write"], c.cache_write, req, span)
                         if rz:
-                            set_value(attrs, own, _W["cost_reasoning"], c.reasoning)
+                            put(attrs, v, _W["cost_reasoning"], c.reasoning, req, span)
         return batch
 
 

@@ -62,9 +62,11 @@ _K8S = (("k8s.pod.name", "K8S_POD_NAME"), ("k8s.namespace.name", "K8S_NAMESPACE_
         ("k8s.node.name", "K8S_NODE_NAME"))
 
 
-def _lookup(attrs: Any, idx: dict[str, Any] | None, key: str) -> Any:
-    if idx is not None and genai.is_indexed(key):
-        kv = idx.get(key)
+def _lookup(attrs: Any, values: dict[str, Any] | None, key: str) -> Any:
+    """A value by key: from the genai values dict when the key is indexed, else by a walk."""
+    if values is not None and genai.is_indexed(key):
+        v = values.get(key)
+        return None if v is None or v == "" else v
     else:
         kv = None
         for x in attrs:
@@ -96,7 +98,9 @@ class EnrichProcessor(SimpleProcessor):
                  attrs: Any, rattrs: Any) -> Any:
         for s in rule.sources:
             if s == "genai":
-                v = genai.field(own, res, field)
+                v = genai.vfield(own, field)
+                if v is None and res:
+                    v = genai.vfield(res, field)
             else:
                 kind, _, name = s.partition(":")
                 if kind == "context":
@@ -128,23 +132,23 @@ class EnrichProcessor(SimpleProcessor):
         req = batch.request
         md = batch.metadata
         if batch.signal is Signal.TRACES:
-            own_index = genai.span_indexer(req)
+            values = genai.span_values(batch)
+            fixed = self._fixed(md)
             for rs in req.resource_spans:
                 self._resource(rs.resource, None)
                 resource = rs.resource
-                res = genai.index(resource.attributes)
-                fixed = self._fixed(md)
+                res = genai.values_from_index(genai.index(resource.attributes))
                 for ss in rs.scope_spans:
                     for span in ss.spans:
-                        own = own_index(span)
-                        self._apply(own, res, md, span.attributes, resource.attributes, fixed)
+                        own = values(span)
+                        self._apply(own, res, md, span.attributes, resource.attributes, fixed, req, span)
         elif batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
                 self._resource(rl.resource, None)
-                rres = genai.index(rl.resource.attributes)
+                rres = genai.values_from_index(genai.index(rl.resource.attributes))
                 for sl in rl.scope_logs:
                     for rec in sl.log_records:
-                        own = genai.index(rec.attributes)
+                        own = genai.values_from_index(genai.index(rec.attributes))
                         self._apply(own, rres, md, rec.attributes, rl.resource.attributes)
         else:
             for rm in req.resource_metrics:
@@ -163,7 +167,7 @@ class EnrichProcessor(SimpleProcessor):
         return out
 
     def _apply(self, own: dict[str, Any], res: dict[str, Any], md: Any, attrs: Any, rattrs: Any,
-               fixed: dict[str, str] | None = None) -> None:
+               fixed: dict[str, str] | None = None, req: Any = None, span: Any = None) -> None:
         for field, rule in self.rules:
             target = _TARGET[field]
             if not rule.override and target in own:
@@ -173,7 +177,7 @@ class EnrichProcessor(SimpleProcessor):
                 v = self._resolve(field, rule, md, own, res, attrs, rattrs)
             if v is None:
                 continue
-            genai.set_value(attrs, own, target, str(v))
+            genai.put(attrs, own, target, str(v), req, span)
 
 
 def _create(settings: CreateSettings, config: EnrichConfig) -> EnrichProcessor:

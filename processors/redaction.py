@@ -89,6 +89,8 @@ class RedactionConfig(StrictModel):
         return v
 
 
+_KEY_BASE = 1 << 20
+
 _REPL = {"email": "<EMAIL>", "phone": "<PHONE>", "credit_card": "<CREDIT_CARD>", "ip": "<IP>",
          "iban": "<IBAN>", "us_ssn": "<US_SSN>", "secret": "<SECRET>", "blocked": "****"}
 _MASK = "****"
@@ -148,22 +150,35 @@ class Redactor:
         one scan over a whole serialised request says which spans / records need a walk."""
         assert _hs is not None
         exprs = list(self.finder.gate_exprs) + [(e, _hs.HS_FLAG_DOTALL) for e in self._key_exprs]
-        if not exprs:
-            return None
+        ids = list(range(len(exprs)))
+        # and the encodings of the keys genai indexes: the same scan gives the later processors their values
+        keys = genai.key_patterns()
+        exprs += [(e, 0) for e in keys]
+        ids += [_KEY_BASE + i for i in range(len(keys))]
         db = _hs.Database()
-        db.compile(expressions=[e for e, _ in exprs], ids=list(range(len(exprs))), elements=len(exprs),
-                   flags=[f for _, f in exprs])
+        db.compile(expressions=[e for e, _ in exprs], ids=ids, elements=len(exprs), flags=[f for _, f in exprs])
         return db
 
-    def gate_hits(self, data: bytes) -> list[int] | None:
-        """Sorted end offsets of every candidate in ``data``; None when there is no gate."""
+    def gate_hits(self, data: bytes) -> tuple[list[int], list[tuple[int, int]]] | None:
+        """Sorted end offsets of every candidate in ``data``, and the (end, key id) hits of genai's keys;
+        None when there is no gate."""
         if self.gate is None:
             return None
         ends: list[int] = []
+        keys: list[tuple[int, int]] = []
         add = ends.append
-        self.gate.scan(data, match_event_handler=lambda _i, _f, t, _fl, _c: add(t))
+        addk = keys.append
+
+        def cb(i: int, _f: int, t: int, _fl: int, _c: object) -> None:
+            if i >= _KEY_BASE:
+                addk((t, i - _KEY_BASE))
+            else:
+                add(t)
+
+        self.gate.scan(data, match_event_handler=cb)
         ends.sort()
-        return ends
+        keys.sort()
+        return ends, keys
 
     def _build_keygate(self) -> Any:
         """A Hyperscan database of the protobuf encodings of the keys a key rule needs (hash_keys, content
@@ -394,6 +409,7 @@ class Redactor:
                 del span.events[i]
         self.summarize(span.attributes, st, idx)
         genai.remember(req, span, idx)
+        genai.remember_values(req, span, genai.values_from_index(idx))
 
     def resource(self, res: Any, walk: bool | None = None) -> None:
         if len(res.attributes) and (self.needs_walk(res) if walk is None else walk):
@@ -441,13 +457,19 @@ class RedactionProcessor(SimpleProcessor):
         if sig is not Signal.METRICS and r.gate is not None:
             data = batch.to_bytes()  # the received bytes when nothing changed the batch yet: no serialising
             req = batch.request
-            ends = r.gate_hits(data)
-            assert ends is not None
-            if not ends:
+            got = r.gate_hits(data)
+            assert got is not None
+            ends, keys = got
+            if not ends and sig is Signal.LOGS:
                 return batch
             layout = _layout(data)
             if layout is not None:
-                self._gated(req, sig, data, ends, layout)
+                walked: set[int] = set()
+                if ends:
+                    walked = self._gated(req, sig, data, ends, layout)
+                if sig is Signal.TRACES and genai.WIRE_VALUES:
+                    # values of the spans not walked, straight from the bytes, for cost / enrich / budget
+                    genai.store_wire_values(req, data, keys, layout, skip=walked)
                 return batch
         req = batch.request
         if sig is Signal.TRACES:
@@ -475,8 +497,10 @@ class RedactionProcessor(SimpleProcessor):
         return batch
 
     def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int], layout: list[tuple[tuple[int, int] | None,
-                                                                                 list[tuple[int, int]]]]) -> None:
-        """Walk only the items whose byte range holds a candidate end offset."""
+                                                                                 list[tuple[int, int]]]]) -> set[int]:
+        """Walk only the items whose byte range holds a candidate end offset; returns the ids of the
+        spans walked."""
+        walked: set[int] = set()
         r = self.r
         n = len(ends)
         traces = sig is Signal.TRACES
@@ -491,54 +515,25 @@ class RedactionProcessor(SimpleProcessor):
             k = 0
             for sc in (ro.scope_spans if traces else ro.scope_logs):
                 for item in (sc.spans if traces else sc.log_records):
+                    flags = None
                     if k < len(items):
                         s, e = items[k]
                         j = bisect_left(ends, s + 1)
-                        walk = j < n and ends[j] <= e
-                    else:  # pragma: no cover
-                        walk = True
-                    k += 1
-                    if not walk:
-                        continue
+                        k += 1
+                        if not (j < n and ends[j] <= e):
+                            continue
+                        if traces:
+                            flags = _flags(data, s, e, ends, j, 9, 11)
                     if traces:
-                        r.span(req, item, True, _flags(data, s, e, ends, j, 9, 11))
+                        r.span(req, item, True, flags)
+                        walked.add(id(item))
                     else:
                         r.log_record(item, True)
+        return walked
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    x = 0
-    shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        x |= (c & 0x7F) << shift
-        if c < 0x80:
-            return x, i
-        shift += 7
-
-
-def _fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
-    """(field number, value start, value end) of the length-delimited fields of one message."""
-    out = []
-    while i < end:
-        tag, i = _varint(b, i)
-        w = tag & 7
-        if w == 2:
-            ln, i = _varint(b, i)
-            out.append((tag >> 3, i, i + ln))
-            i += ln
-        elif w == 0:
-            _, i = _varint(b, i)
-        elif w == 1:
-            i += 8
-        elif w == 5:
-            i += 4
-        else:
-            raise ValueError("unsupported wire type")
-    if i != end:
-        raise ValueError("truncated message")
-    return out
+_fields = genai.wire_fields
+_layout = genai.wire_layout
 
 
 def _flags(data: bytes, s: int, e: int, ends: list[int], j: int, attr_field: int,
@@ -564,29 +559,6 @@ def _flags(data: bytes, s: int, e: int, ends: list[int], j: int, attr_field: int
             else:
                 ei += 1
     return attrs, events
-
-
-def _layout(data: bytes) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] | None:
-    """Byte ranges of a trace or logs export request: per resource_spans / resource_logs, the range of its
-    resource and of each span / log record, in message order (both requests share this shape)."""
-    try:
-        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
-        for f, s, e in _fields(data, 0, len(data)):
-            if f != 1:
-                continue
-            res: tuple[int, int] | None = None
-            items: list[tuple[int, int]] = []
-            for f2, s2, e2 in _fields(data, s, e):
-                if f2 == 1:
-                    res = (s2, e2)
-                elif f2 == 2:
-                    for f3, s3, e3 in _fields(data, s2, e2):
-                        if f3 == 2:
-                            items.append((s3, e3))
-            out.append((res, items))
-        return out
-    except (IndexError, ValueError):
-        return None
 
 
 def _create(settings: CreateSettings, config: RedactionConfig) -> RedactionProcessor:
