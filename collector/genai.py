@@ -578,6 +578,7 @@ except ImportError:  # pragma: no cover
     _hs = None
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
+_KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # \x0a <len> key \x12
 _unpack_d = _struct.Struct("<d").unpack_from
 _KEY_DB: Any = None
 _VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
@@ -704,6 +705,7 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
     as ``layout``) and cache them per span. Spans whose id is in ``skip`` are left alone."""
     e = _ventry(request)
     keys = _KEY_LIST
+    klen = _KEY_LEN
     n = len(hits)
     h = 0
     for rs, (_res, items) in zip(request.resource_spans, layout):
@@ -725,6 +727,12 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
                     key = keys[kid]
                     if key in vals:
                         continue
+                    # only the span's own attributes (field 9, tag 0x4a), not event / link / kvlist keys:
+                    # the KeyValue's length prefix must follow a 0x4a tag
+                    k0 = t - klen[kid]
+                    if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
+                            or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
+                        continue
                     # inline fast paths: AnyValue of < 128 bytes holding a short string, an int or a double
                     ln = data[t]
                     if ln < 0x80 and ln > 2:
@@ -735,9 +743,15 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
                         if tag == 0x21 and ln == 9:
                             vals[key] = _unpack_d(data, t + 2)[0]
                             continue
-                        if tag == 0x18 and data[t + 2] < 0x80:
-                            vals[key] = data[t + 2]
-                            continue
+                        if tag == 0x18:
+                            b0 = data[t + 2]
+                            if b0 < 0x80:
+                                vals[key] = b0
+                                continue
+                            b1 = data[t + 3]
+                            if b1 < 0x80:
+                                vals[key] = (b0 & 0x7F) | (b1 << 7)
+                                continue
                     try:
                         vals[key] = _decode_value(data, t)
                     except (IndexError, ValueError, _struct.error):

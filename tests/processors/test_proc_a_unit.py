@@ -456,3 +456,27 @@ def test_budget_windows_by_end_time_utc() -> None:
     p.process(day2)
     for b in (day1, day2):
         assert attrs_of(b.request.resource_spans[0].scope_spans[0].spans[0])["llm.budget.crossed"] == 0.5
+
+
+def test_wire_values_match_a_walk_and_ignore_event_and_kvlist_keys() -> None:
+    from collector.pdata import python_to_anyvalue
+    attrs = dict(OPENLLMETRY, **{"gen_ai.usage.output_tokens": 300, "big": 2**40, "neg": -5, "f": 0.25,
+                                 "llm.model_name": "x" * 200, "llm.no_log": False})
+    b = batch_of([("a", attrs), ("b", {"gen_ai.request.model": "m"})])
+    span = b.request.resource_spans[0].scope_spans[0].spans[1]
+    ev = span.events.add()
+    ev.name = "gen_ai.choice"
+    kv = ev.attributes.add()
+    kv.key = "tenant.id"
+    kv.value.string_value = "from-event"
+    kv = span.attributes.add()
+    kv.key = "nested"
+    python_to_anyvalue({"tenant_id": "from-kvlist", "user.id": "u"}, kv.value)
+    b = Batch.from_bytes(Signal.TRACES, b.request.SerializeToString())
+    values = genai.span_values(b)
+    spans = list(b.request.resource_spans[0].scope_spans[0].spans)
+    for s in spans:
+        walked = genai.values_from_index(genai.index(s.attributes))
+        assert values(s) == walked
+    assert "tenant.id" not in values(spans[1]) and "tenant_id" not in values(spans[1])
+    assert values(spans[0])["llm.model_name"] == "x" * 200
