@@ -38,6 +38,7 @@ __all__ = [
     "vfield",
     "put",
     "remember_values",
+    "values_complete",
     "remember",
     "forget",
     "read_cached",
@@ -779,7 +780,13 @@ def values_from_index(idx: dict[str, KeyValue]) -> dict[str, Any]:
 
 
 def remember_values(request: Any, span: Any, values: dict[str, Any]) -> None:
+    """Store the values of one span (e.g. after a processor walked and changed it)."""
     _ventry(request)[id(span)] = (span, values)
+
+
+def values_complete(request: Any) -> None:
+    """Say that every span of ``request`` has its values stored (no wire pass needed)."""
+    _ventry(request)[-1] = (None, {})
 
 
 def span_values(batch: Any) -> Any:

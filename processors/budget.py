@@ -77,6 +77,7 @@ class BudgetProcessor(SimpleProcessor):
         self.path: str | None = None
         self._dirty: set[tuple[str, str]] = set()
         self._wins: dict[int, str] = {}  # UTC day number -> window name
+        self._latest = ""  # the latest window seen
 
     async def start(self) -> None:
         if self.config.storage is None:
@@ -96,6 +97,7 @@ class BudgetProcessor(SimpleProcessor):
                    " fired TEXT NOT NULL, PRIMARY KEY (key, win))")
         for key, win, spent, fired in db.execute("SELECT key, win, spent, fired FROM budget"):
             self.state[(key, win)] = _State(float(spent), set(json.loads(fired)))
+            self._latest = max(self._latest, win)
         self.db = db
 
     async def shutdown(self) -> None:
@@ -116,6 +118,21 @@ class BudgetProcessor(SimpleProcessor):
             self.db.executemany("INSERT INTO budget (key, win, spent, fired) VALUES (?, ?, ?, ?) "
                                 "ON CONFLICT (key, win) DO UPDATE SET spent = excluded.spent, fired = excluded.fired",
                                 rows)
+
+    def _prune(self, latest: str) -> None:
+        """A new window started: forget windows older than the one before it (late spans of the previous
+        window still count there)."""
+        prev = self._latest
+        self._latest = latest
+        if not prev:
+            return
+        old = [k for k in self.state if k[1] < prev]
+        for k in old:
+            del self.state[k]
+            self._dirty.discard(k)
+        if old and self.db is not None:
+            with self.db:
+                self.db.execute("DELETE FROM budget WHERE win < ?", (prev,))
 
     def _key_of(self, span: Any, values: dict[str, Any], resource: Any) -> str | None:
         key = self.config.key
@@ -159,6 +176,8 @@ class BudgetProcessor(SimpleProcessor):
                         if len(wins) > 1000:
                             wins.clear()
                         win = wins[day] = window_of(end, cfg.window)
+                        if win > self._latest:
+                            self._prune(win)
                     st = self.state.get((key, win))
                     if st is None:
                         st = self.state[(key, win)] = _State()

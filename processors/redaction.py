@@ -478,6 +478,8 @@ class RedactionProcessor(SimpleProcessor):
                 for ss in rs.scope_spans:
                     for span in ss.spans:
                         r.span(req, span)
+            if r.always_walk:
+                genai.values_complete(req)
         elif sig is Signal.LOGS:
             for rl in req.resource_logs:
                 r.resource(rl.resource)

@@ -92,3 +92,42 @@ def test_llm_chain_end_to_end_with_budget_restart(tmp_path: Path) -> None:
         _send(port, [("litellm", dict(LITELLM, **{"tenant.id": "acme"}))])
         (again,) = _out(tmp_path, 1)
     assert "llm.budget.crossed" not in again and again["llm.budget.exceeded"] is True
+
+
+def test_redaction_of_logs_end_to_end(tmp_path: Path) -> None:
+    import logging
+
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    port = free_port()
+    cfg = {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}}},
+        "processors": {"redaction": {"summary": "info", "hash_key": "k", "hash_keys": ["user.id"]}},
+        "exporters": {"file": {"path": str(tmp_path / "logs.jsonl")}},
+        "service": {"pipelines": {"logs": {"receivers": ["otlp"], "processors": ["redaction"],
+                                           "exporters": ["file"]}}},
+    }
+    with CollectorProcess(cfg, workdir=tmp_path):
+        lp = LoggerProvider(resource=Resource.create({"service.name": "gw", "owner": "ops@corp.io"}))
+        lp.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=f"127.0.0.1:{port}",
+                                                                             insecure=True)))
+        logger = logging.getLogger("proc-a-e2e")
+        logger.propagate = False
+        handler = LoggingHandler(logger_provider=lp)
+        logger.addHandler(handler)
+        try:
+            logger.warning("call failed for card 4111-1111-1111-1111 (order ORD-415-555-0123)",
+                           extra={"user.id": "u-1", "note": "key AKIAIOSFODNN7EXAMPLE"})
+        finally:
+            logger.removeHandler(handler)
+            lp.shutdown()
+        reqs = wait_for(lambda: read_otlp_jsonl(tmp_path / "logs.jsonl", Signal.LOGS), what="a log record")
+    rl = reqs[0].resource_logs[0]
+    rec = rl.scope_logs[0].log_records[0]
+    assert rec.body.string_value == "call failed for card <CREDIT_CARD> (order ORD-415-555-0123)"
+    a = attrs_to_dict(rec.attributes)
+    assert a["note"] == "key <SECRET>" and len(a["user.id"]) == 64
+    assert a["redaction.masked.count"] == 3
+    assert attrs_to_dict(rl.resource.attributes)["owner"] == "<EMAIL>"

@@ -480,3 +480,47 @@ def test_wire_values_match_a_walk_and_ignore_event_and_kvlist_keys() -> None:
         assert values(s) == walked
     assert "tenant.id" not in values(spans[1]) and "tenant_id" not in values(spans[1])
     assert values(spans[0])["llm.model_name"] == "x" * 200
+
+
+def test_budget_forgets_windows_older_than_the_previous_one() -> None:
+    p = make(BudgetProcessor, BudgetConfig(default_limit_usd=1.0))
+    day = 86_400 * 10**9
+    t0 = 1_764_374_400_000_000_000
+    for i in range(4):
+        p.process(batch_of([("a", {"tenant.id": "t", "gen_ai.usage.cost": 0.1})], end_ns=t0 + i * day))
+    assert sorted(w for _, w in p.state) == ["2025-12-01", "2025-12-02"]
+    # a late span of the previous day still counts there
+    p.process(batch_of([("a", {"tenant.id": "t", "gen_ai.usage.cost": 0.1})], end_ns=t0 + 2 * day))
+    assert math.isclose(p.state[("t", "2025-12-01")].spent, 0.2)
+
+
+# --- testdata ----------------------------------------------------------------------------------------------
+import yaml as _yaml  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_TESTDATA = _Path(__file__).parent / "testdata"
+
+
+def _doc(processors: dict[str, Any], extensions: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}}}},
+        "processors": processors,
+        "exporters": {"debug": {}},
+        "extensions": extensions or {},
+        "service": {"extensions": list(extensions or {}), "pipelines": {"traces": {
+            "receivers": ["otlp"], "exporters": ["debug"], "processors": list(processors)}}},
+    }
+
+
+def test_testdata_config_is_valid() -> None:
+    doc = _yaml.safe_load((_TESTDATA / "proc_a_config.yaml").read_text())
+    cfg = validate(_doc(doc["processors"], {"file_storage": {"directory": "/tmp/unused"}}))
+    assert {str(c) for c in cfg.components[Kind.PROCESSOR]} == set(doc["processors"])
+
+
+@pytest.mark.parametrize("case", _yaml.safe_load((_TESTDATA / "proc_a_invalid_configs.yaml").read_text()),
+                         ids=lambda c: c["name"])
+def test_invalid_configs_fail_with_their_path(case: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as ei:
+        validate(_doc(case["processors"]))
+    assert any(case["error"] in e for e in ei.value.errors), ei.value.errors
