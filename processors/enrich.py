@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from collector import genai
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
-from collector.pdata import Batch, Signal, anyvalue_to_python
+from collector.pdata import Batch, Signal, anyvalue_to_python, attrs_to_dict
 from processors.attributes import context_value
 from collector.processorhelper import SimpleProcessor
 
@@ -93,6 +93,26 @@ class EnrichProcessor(SimpleProcessor):
                 if v:
                     res.append((key, v))
         self.resource_attrs = res
+        self.steps = [(f, _TARGET[f], self._compile(f, r), r.default, r.override) for f, r in self.rules]
+
+    @staticmethod
+    def _compile(field: str, rule: FieldRule) -> list[tuple[int, str]]:
+        """Sources as (where, key): 0 span values (indexed keys), 1 resource attributes, 2 client metadata,
+        3 a span attribute genai does not index (found by a walk)."""
+        out: list[tuple[int, str]] = []
+        for s in rule.sources:
+            if s == "genai":
+                out += [(0, n) for n in genai.KEYS[field]]
+                out += [(1, n) for n in genai.KEYS[field]]
+                continue
+            kind, _, name = s.partition(":")
+            if kind == "context":
+                out.append((2, name[len("metadata."):] if name.startswith("metadata.") else name))
+            elif kind == "attribute":
+                out.append((0 if genai.is_indexed(name) else 3, name))
+            else:
+                out.append((1, name))
+        return out
 
     def _resolve(self, field: str, rule: FieldRule, md: Any, own: dict[str, Any], res: dict[str, Any],
                  attrs: Any, rattrs: Any) -> Any:
@@ -133,15 +153,33 @@ class EnrichProcessor(SimpleProcessor):
         md = batch.metadata
         if batch.signal is Signal.TRACES:
             values = genai.span_values(batch)
-            fixed = self._fixed(md)
+            ctx = self._context(md)
+            put = genai.put
+            steps = self.steps
             for rs in req.resource_spans:
                 self._resource(rs.resource, None)
-                resource = rs.resource
-                res = genai.values_from_index(genai.index(resource.attributes))
+                res = attrs_to_dict(rs.resource.attributes)
+                srcs = (None, res, ctx)
                 for ss in rs.scope_spans:
                     for span in ss.spans:
                         own = values(span)
-                        self._apply(own, res, md, span.attributes, resource.attributes, fixed, req, span)
+                        for _f, target, st, default, override in steps:
+                            if not override and target in own:
+                                continue
+                            v = None
+                            for where, key in st:
+                                if where == 0:
+                                    v = own.get(key)
+                                elif where < 3:
+                                    v = srcs[where].get(key)  # type: ignore[union-attr]
+                                else:
+                                    v = _lookup(span.attributes, None, key)
+                                if v is not None and v != "":
+                                    break
+                            else:
+                                v = default
+                            if v is not None and v != "":
+                                put(span.attributes, own, target, str(v), req, span)
         elif batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
                 self._resource(rl.resource, None)
@@ -154,6 +192,17 @@ class EnrichProcessor(SimpleProcessor):
             for rm in req.resource_metrics:
                 self._resource(rm.resource, None)
         return batch
+
+    def _context(self, md: Any) -> dict[str, str]:
+        """The client metadata values the rules ask for (case-insensitive header names)."""
+        out: dict[str, str] = {}
+        for _f, _t, st, _d, _o in self.steps:
+            for where, key in st:
+                if where == 2 and key not in out:
+                    v = context_value(md, key)
+                    if v:
+                        out[key] = v
+        return out
 
     def _fixed(self, md: Any) -> dict[str, str]:
         """Fields whose first source is client metadata that this batch has: the same for all its spans."""
