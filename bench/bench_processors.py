@@ -20,19 +20,17 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.component import ComponentID, CreateSettings, Kind  # noqa: E402
-from collector.pdata import Batch, Signal, python_to_anyvalue  # noqa: E402
-from processors.attributes import AttributesConfig, AttributesProcessor  # noqa: E402
-from processors.budget import BudgetConfig, BudgetProcessor  # noqa: E402
-from processors.cost import CostConfig, CostProcessor  # noqa: E402
-from processors.enrich import EnrichConfig, EnrichProcessor  # noqa: E402
-from processors.redaction import RedactionConfig, RedactionProcessor  # noqa: E402
+from collector.component import ComponentID, CreateSettings, Kind
+from collector.pdata import Batch, Signal, python_to_anyvalue
+from processors.attributes import AttributesConfig, AttributesProcessor
+from processors.budget import BudgetConfig, BudgetProcessor
+from processors.cost import CostConfig, CostProcessor
+from processors.enrich import EnrichConfig, EnrichProcessor
+from processors.redaction import RedactionConfig, RedactionProcessor
 
-WORDS = ("the customer asked about their order status and whether the delivery could be moved to next week "
-         "please summarise the conversation below and answer politely in the same language using the "
-         "knowledge base article on refunds returns shipping times warranty coverage and account settings").split()
+WORDS = ["the", "customer", "asked", "about", "their", "order", "status", "and", "whether", "the", "delivery", "could", "be", "moved", "to", "next", "week", "please", "summarise", "the", "conversation", "below", "and", "answer", "politely", "in", "the", "same", "language", "using", "the", "knowledge", "base", "article", "on", "refunds", "returns", "shipping", "times", "warranty", "coverage", "and", "account", "settings"]
 PII = ["reach me at jane.doe@example.com", "card 4111 1111 1111 1111", "call +1 415 555 0100",
        "key sk-proj-abcdefghijklmnopqrstuvwxyz0123", "my ssn 123-45-6789", "from 10.20.30.40"]
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-20250514", "gemini-2.5-flash", "us.anthropic.claude-3-5-haiku-20241022-v1:0",
@@ -170,7 +168,7 @@ def main() -> None:
     print(f"{spans} spans in {args.requests} requests of {args.spans}, {size:.0f} bytes per span serialised")
     from processors._detect import HAVE_HYPERSCAN
     print(f"hyperscan: {HAVE_HYPERSCAN}")
-    base, base_full = measure(raws, [], spans)
+    _, base_full = measure(raws, [], spans)
     print(f"{'pass-through (parse + serialise)':40s} {base_full:10.0f} ns/span  "
           f"{1e9 / base_full:10.0f} spans/CPU-s")
     ps = processors()

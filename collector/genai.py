@@ -19,34 +19,34 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 __all__ = [
-    "LLMCall",
-    "index",
-    "read",
-    "is_llm_span",
-    "is_content_key",
-    "is_content_event",
-    "content_keys",
+    "BUDGET",
     "CONTENT_EVENT_NAMES",
     "KEYS",
-    "WRITE",
-    "BUDGET",
     "REDACTION",
+    "WRITE",
+    "LLMCall",
+    "content_keys",
+    "delete_key",
     "field",
+    "forget",
+    "index",
     "indexes",
+    "is_content_event",
+    "is_content_event_attr",
+    "is_content_key",
+    "is_indexed",
+    "is_llm_span",
+    "put",
+    "read",
+    "read_cached",
+    "remember",
+    "remember_values",
+    "set_value",
     "span_indexer",
     "span_values",
-    "vfield",
-    "put",
-    "remember_values",
-    "values_complete",
-    "remember",
-    "forget",
-    "read_cached",
-    "set_value",
-    "delete_key",
-    "is_indexed",
-    "is_content_event_attr",
     "value_of",
+    "values_complete",
+    "vfield",
 ]
 
 # Where each field is read from, first match wins. The first name is the one we write ourselves.
@@ -149,7 +149,7 @@ _NOT_CONTENT_SUFFIX = re.compile(r"\.(role|finish_reason|index|id|type|name|tool
 CONTENT_EVENT_NAMES = frozenset({
     "gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message",
     "gen_ai.choice", "gen_ai.client.inference.operation.details", "gen_ai.content.prompt",
-    "gen_ai.content.completion", "gen_ai.evaluation.result", "gen_ai.tool.message", "gen_ai.prompt",
+    "gen_ai.content.completion", "gen_ai.evaluation.result", "gen_ai.prompt",
     "gen_ai.completion",
 })
 
@@ -573,6 +573,7 @@ def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
 import os
 import struct as _struct
 
+_hs: Any
 try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover

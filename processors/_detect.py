@@ -12,13 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+_hs: Any
 try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
     _hs = None
 
-__all__ = ["DETECTORS", "Detector", "Finder", "luhn_ok", "iban_ok", "HAVE_HYPERSCAN"]
+__all__ = ["DETECTORS", "HAVE_HYPERSCAN", "Detector", "Finder", "iban_ok", "luhn_ok"]
 
 HAVE_HYPERSCAN = _hs is not None
 
@@ -82,7 +84,7 @@ DETECTORS: dict[str, list[Detector]] = {
                  r"(?<![\w#/+.-])\d{3}[-. ]\d{3}[-. ]\d{4}(?![\w-]|\.\d)"),
     ],
     "ip": [
-        Detector("ip", rf"(?:\d{{1,3}}\.){{3}}\d{{1,3}}", rf"(?<![\w.:])(?:{_OCT}\.){{3}}{_OCT}(?!\w|\.\d)"),
+        Detector("ip", r"(?:\d{1,3}\.){3}\d{1,3}", rf"(?<![\w.:])(?:{_OCT}\.){{3}}{_OCT}(?!\w|\.\d)"),
         Detector("ip", rf"(?:{_H}:){{7}}{_H}", rf"(?<![\w:])(?:{_H}:){{7}}{_H}(?![\w:])"),
         Detector("ip", rf"(?:{_H}:){{1,6}}:(?:{_H}:){{0,5}}{_H}",
                  rf"(?<![\w:])(?:{_H}:){{1,6}}:(?:{_H}:){{0,5}}{_H}(?![\w:])"),
@@ -120,7 +122,7 @@ class Finder:
         self.user: list[tuple[str, re.Pattern[str]]] = [(n, re.compile(r)) for n, r in patterns]
         self.user += [("blocked", re.compile(r)) for r in blocked_values]
         self._always: list[int] = []  # user patterns Hyperscan cannot prefilter: run on every string
-        self.db = None
+        self.db: Any = None
         self.gate_exprs: list[tuple[bytes, int]] = []
         if use_hyperscan and _hs is not None and (self.dets or self.user):
             self._build_hs()
@@ -232,8 +234,8 @@ class Finder:
         found.sort(key=lambda x: (x[0], -x[1]))
         out: list[Match] = []
         end = -1
-        for m in found:
-            if m[0] >= end:
-                out.append(m)
-                end = m[1]
+        for hit in found:
+            if hit[0] >= end:
+                out.append(hit)
+                end = hit[1]
         return out

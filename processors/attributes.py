@@ -34,7 +34,7 @@ class Action(StrictModel):
     converted_type: Literal["int", "double", "string", "bool"] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Action":
+    def _check(self) -> Action:
         a = self.action
         if a in ("insert", "update", "upsert"):
             n = sum(x is not None for x in (self.value, self.from_attribute, self.from_context))
@@ -44,9 +44,8 @@ class Action(StrictModel):
             raise ValueError(f"action {a} needs key or pattern")
         if a != "extract" and a not in ("delete", "hash") and self.key is None:
             raise ValueError(f"action {a} needs key")
-        if a == "extract":
-            if self.key is None or self.pattern is None:
-                raise ValueError("action extract needs key and pattern (with named groups)")
+        if a == "extract" and (self.key is None or self.pattern is None):
+            raise ValueError("action extract needs key and pattern (with named groups)")
         if a == "convert" and self.converted_type is None:
             raise ValueError("action convert needs converted_type")
         if self.pattern is not None:
@@ -65,7 +64,7 @@ class AttributesConfig(StrictModel):
 
 def context_value(metadata: Any, name: str) -> str | None:
     """A client metadata value: ``metadata.x-tenant-id``, ``x-tenant-id`` (case-insensitive)."""
-    key = name[len("metadata."):] if name.startswith("metadata.") else name
+    key = name.removeprefix("metadata.")
     if not metadata:
         return None
     v = metadata.get(key)

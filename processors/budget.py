@@ -57,12 +57,12 @@ class BudgetConfig(StrictModel):
 
 def window_of(end_ns: int, window: str) -> str:
     """The UTC window a span belongs to: ``2026-11-29`` (daily) or ``2026-11`` (monthly)."""
-    t = dt.datetime.fromtimestamp((end_ns or time.time_ns()) / 1e9, tz=dt.timezone.utc)
+    t = dt.datetime.fromtimestamp((end_ns or time.time_ns()) / 1e9, tz=dt.UTC)
     return t.strftime("%Y-%m-%d" if window == "daily" else "%Y-%m")
 
 
 class _State:
-    __slots__ = ("spent", "fired")
+    __slots__ = ("fired", "spent")
 
     def __init__(self, spent: float = 0.0, fired: set[float] | None = None) -> None:
         self.spent = spent

@@ -17,7 +17,6 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import Counter
 from pydantic import Field, field_validator
@@ -30,7 +29,7 @@ from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
 from collector.telemetry import REGISTRY
 
-__all__ = ["CostConfig", "CostProcessor", "Price", "PriceTable", "normalise_model", "BUILTIN_PRICES_PATH"]
+__all__ = ["BUILTIN_PRICES_PATH", "CostConfig", "CostProcessor", "Price", "PriceTable", "normalise_model"]
 
 BUILTIN_PRICES_PATH = os.path.join(os.path.dirname(__file__), "data", "llm_prices.json")
 
@@ -80,7 +79,7 @@ class Price:
 
     @classmethod
     def per_million(cls, input: float, output: float, cache_read: float | None = None,
-                    cache_write: float | None = None, reasoning: float | None = None) -> "Price":
+                    cache_write: float | None = None, reasoning: float | None = None) -> Price:
         m = 1e-6
         return cls(input * m, output * m, (input if cache_read is None else cache_read) * m,
                    (input if cache_write is None else cache_write) * m,

@@ -20,8 +20,8 @@ from collector import genai
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal, anyvalue_to_python, attrs_to_dict
-from processors.attributes import context_value
 from collector.processorhelper import SimpleProcessor
+from processors.attributes import context_value
 
 __all__ = ["EnrichConfig", "EnrichProcessor", "FieldRule"]
 
@@ -107,7 +107,7 @@ class EnrichProcessor(SimpleProcessor):
                 continue
             kind, _, name = s.partition(":")
             if kind == "context":
-                out.append((2, name[len("metadata."):] if name.startswith("metadata.") else name))
+                out.append((2, name.removeprefix("metadata.")))
             elif kind == "attribute":
                 out.append((0 if genai.is_indexed(name) else 3, name))
             else:

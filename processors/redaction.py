@@ -16,10 +16,10 @@ finds a candidate, or a key rule needs it, are its attributes walked in Python.
 from __future__ import annotations
 
 import hashlib
-from bisect import bisect_left
 import hmac
 import json
 import re
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -32,6 +32,7 @@ from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
 from processors._detect import DETECTORS, HAVE_HYPERSCAN, Finder
 
+_hs: Any
 try:  # pragma: no cover
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
@@ -65,7 +66,7 @@ class RedactionConfig(StrictModel):
     blocked_values: list[Regex] = Field(default_factory=list)
     allowed_values: list[Regex] = Field(default_factory=list)
     summary: Literal["silent", "info", "debug"] = "silent"
-    detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTORS))
+    detectors: list[DetectorName] = Field(default_factory=lambda: list(DETECTORS))  # type: ignore[arg-type]
     patterns: list[PatternConfig] = Field(default_factory=list)
     hash_key: SecretStr | None = None
     hash_function: Literal["none", "md5", "sha1", "sha3", "hmac-sha256"] = "none"
@@ -97,7 +98,7 @@ _MASK = "****"
 
 
 class _Stats:
-    __slots__ = ("count", "kinds", "keys", "deleted")
+    __slots__ = ("count", "deleted", "keys", "kinds")
 
     def __init__(self) -> None:
         self.count = 0

@@ -367,7 +367,7 @@ def test_attributes_actions() -> None:
         {"pattern": "^llm\\.input_messages\\.", "action": "delete"},
     ]})
     p = make(AttributesProcessor, cfg)
-    attrs = dict(OPENINFERENCE, **{"url": "https://api.example.com/v1/chat"})
+    attrs = dict(OPENINFERENCE, url="https://api.example.com/v1/chat")
     b = batch_of([("oi", attrs)], metadata={"x-tenant-id": "acme"})
     p.process(b)
     a = attrs_of(b.request.resource_spans[0].scope_spans[0].spans[0])
@@ -379,7 +379,8 @@ def test_attributes_actions() -> None:
         {"actions": [{"key": "deployment.environment", "action": "insert", "value": "staging"}]}))
     r.process(b)
     assert attrs_of(b.request.resource_spans[0].resource)["deployment.environment"] == "staging"
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+    with pytest.raises(ValidationError):
         AttributesConfig.model_validate({"actions": [{"key": "x", "action": "insert"}]})
 
 
@@ -495,8 +496,9 @@ def test_budget_forgets_windows_older_than_the_previous_one() -> None:
 
 
 # --- testdata ----------------------------------------------------------------------------------------------
-import yaml as _yaml  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
+from pathlib import Path as _Path
+
+import yaml as _yaml
 
 _TESTDATA = _Path(__file__).parent / "testdata"
 
