@@ -267,7 +267,7 @@ class CostProcessor(SimpleProcessor):
 
     def process(self, batch: Batch) -> Batch | None:
         req = batch.request
-        vf = genai.vfield
+        fields = genai.fields
         num = genai._num
         as_int = genai._int
         override = self.config.override
@@ -282,24 +282,28 @@ class CostProcessor(SimpleProcessor):
                     v = values(span)
                     if not v:
                         continue
-                    existing = vf(v, "cost")
+                    f = fields(v)
+                    existing = f.get("cost")
                     if existing is not None and not override:
                         if w_cost not in v:
                             n = num(existing)
                             if n is not None:
                                 put(span.attributes, v, w_cost, float(n), req, span)
                         continue
-                    model = vf(v, "response_model") or vf(v, "request_model")
+                    model = f.get("response_model") or f.get("request_model")
                     if model is None:
                         continue
-                    inp = as_int(vf(v, "input_tokens"))
-                    out = as_int(vf(v, "output_tokens"))
+                    inp = as_int(f.get("input_tokens"))
+                    out = as_int(f.get("output_tokens"))
+                    if inp is None and out is not None and "total_tokens" in f:
+                        total = as_int(f["total_tokens"])
+                        inp = None if total is None else max(0, total - out)
                     if inp is None and out is None:
                         continue
                     model = str(model)
                     found = lookup(model)
                     if found is None:
-                        req_model = vf(v, "request_model")
+                        req_model = f.get("request_model")
                         if req_model is not None and str(req_model) != model:
                             found = lookup(str(req_model))
                     attrs = span.attributes
@@ -307,9 +311,9 @@ class CostProcessor(SimpleProcessor):
                         put(attrs, v, _W["cost_unknown_model"], True, req, span)
                         self._count_unknown(model)
                         continue
-                    cr = as_int(vf(v, "cache_read_tokens")) or 0
-                    cw = as_int(vf(v, "cache_write_tokens")) or 0
-                    rz = as_int(vf(v, "reasoning_tokens")) or 0
+                    cr = as_int(f.get("cache_read_tokens")) or 0
+                    cw = as_int(f.get("cache_write_tokens")) or 0
+                    rz = as_int(f.get("reasoning_tokens")) or 0
                     c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
                     put(attrs, v, w_cost, c.total, req, span)
                     if parts:
