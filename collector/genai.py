@@ -624,10 +624,18 @@ def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, value start, value end) of the length-delimited fields of one serialised message."""
     out = []
     while i < end:
-        tag, i = _varint(b, i)
+        tag = b[i]
+        if tag < 0x80:
+            i += 1
+        else:
+            tag, i = _varint(b, i)
         w = tag & 7
         if w == 2:
-            ln, i = _varint(b, i)
+            ln = b[i]
+            if ln < 0x80:
+                i += 1
+            else:
+                ln, i = _varint(b, i)
             out.append((tag >> 3, i, i + ln))
             i += ln
         elif w == 0:

@@ -125,6 +125,8 @@ class Redactor:
         self._key = key
         self.mask_hash = self._hasher(cfg.hash_function)
         self.content = cfg.content
+        self._memo: dict[str, int] = {}
+        self._memo_event: dict[str, int] = {}
         self.summary = cfg.summary
         self.always_walk = (not cfg.allow_all_keys or self.blocked_keys is not None or not HAVE_HYPERSCAN
                             or not cfg.use_hyperscan or bool(self.finder._always))
@@ -144,7 +146,7 @@ class Redactor:
         return self.hmac
 
     def hmac(self, s: str) -> str:
-        return hmac.new(self._key, s.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return hmac.digest(self._key, s.encode("utf-8", "surrogatepass"), "sha256").hex()
 
     def _build_gate(self) -> Any:
         """Detector cores, user patterns (prefilter) and key rules in one database without start offsets:
@@ -319,54 +321,65 @@ class Redactor:
             text = str(getattr(av, kind))
         av.string_value = self.hmac(text)
 
+    # what to do with a key, decided once per distinct key (keys repeat across spans)
+    _SCAN, _SKIP, _DELETE, _HASH, _BLOCK, _CHASH = range(6)
+
+    def _action(self, k: str, content_event: bool) -> int:
+        memo = self._memo_event if content_event else self._memo
+        act = memo.get(k)
+        if act is not None:
+            return act
+        if k in self.ignored:
+            act = self._SKIP
+        elif not self.cfg.allow_all_keys and k not in self.allowed and not k.startswith("redaction."):
+            act = self._DELETE
+        elif k in self.hash_keys:
+            act = self._HASH
+        elif self.blocked_keys is not None and self.blocked_keys.search(k):
+            act = self._BLOCK
+        elif genai.is_content_event_attr(k) if content_event else genai.is_content_key(k):
+            act = {"keep": self._SKIP, "drop": self._DELETE, "hash": self._CHASH}.get(self.content, self._SCAN)
+        else:
+            act = self._SCAN
+        if len(memo) < 10000:
+            memo[k] = act
+        return act
+
     def redact_attrs(self, attrs: Any, st: _Stats, content_event: bool = False,
                      idx: dict[str, Any] | None = None, only: set[int] | None = None) -> None:
         """Walk one repeated KeyValue field. ``content_event``: the attributes of a content event (every
         non-structural attribute is content). ``idx`` receives the genai index as a side effect. ``only``:
         the positions whose values may hold a match (from the request scan); other values are not scanned,
         key rules apply to all."""
-        allow_all = self.cfg.allow_all_keys
         delete: list[int] = []
         indexed = genai._INDEXED
+        memo = self._memo_event if content_event else self._memo
         for i, kv in enumerate(attrs):
             k = kv.key
             if idx is not None and k in indexed and k not in idx:
                 idx[k] = kv
-            if k in self.ignored:
+            act = memo.get(k)
+            if act is None:
+                act = self._action(k, content_event)
+            if act == 0:  # _SCAN
+                if only is None or i in only:
+                    self.redact_value(kv.value, st, k)
+            elif act == 1:  # _SKIP
                 continue
-            if not allow_all and k not in self.allowed and not k.startswith("redaction."):
+            elif act == 2:  # _DELETE
                 delete.append(i)
-                continue
-            if k in self.hash_keys:
+            elif act == 3 or act == 5:  # _HASH, _CHASH
                 self._hash_value(kv.value)
                 st.keys.add(k)
                 st.count += 1
-                st.kinds.add("hash")
-                continue
-            if self.blocked_keys is not None and self.blocked_keys.search(k):
+                st.kinds.add("hash" if act == 3 else "content")
+            else:  # _BLOCK
                 if kv.value.WhichOneof("value") is not None:
                     kv.value.string_value = self.mask_hash(kv.value.SerializeToString().hex()) \
                         if self.mask_hash else _MASK
                     st.keys.add(k)
                     st.count += 1
                     st.kinds.add("blocked_key")
-                continue
-            is_content = genai.is_content_event_attr(k) if content_event else genai.is_content_key(k)
-            if is_content:
-                mode = self.content
-                if mode == "keep":
-                    continue
-                if mode == "drop":
-                    delete.append(i)
-                    continue
-                if mode == "hash":
-                    self._hash_value(kv.value)
-                    st.keys.add(k)
-                    st.kinds.add("content")
-                    st.count += 1
-                    continue
-            if only is None or i in only:
-                self.redact_value(kv.value, st, k)
         for i in reversed(delete):
             k = attrs[i].key
             st.deleted.add(k)
