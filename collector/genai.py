@@ -26,6 +26,7 @@ __all__ = [
     "WRITE",
     "LLMCall",
     "content_keys",
+    "defer_wire_values",
     "delete_key",
     "field",
     "fields",
@@ -46,6 +47,7 @@ __all__ = [
     "span_indexer",
     "span_values",
     "value_of",
+    "stored_values",
     "values_complete",
     "vfield",
 ]
@@ -508,6 +510,7 @@ def forget(request: Any) -> None:
     """Drop the shared indexes of a request (after changes not made through :func:`set_value`)."""
     _CACHE.pop(id(request), None)
     _VCACHE.pop(id(request), None)
+    _PENDING.pop(id(request), None)
 
 
 def read_cached(request: Any, span: Any, resource: Any = None) -> LLMCall:
@@ -573,6 +576,7 @@ def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
 # Writers keep it exact with :func:`put`. Without Hyperscan the values come from a walk.
 import os
 import struct as _struct
+from bisect import bisect_right as _bisect_right
 
 _hs: Any
 try:  # pragma: no cover - depends on the platform
@@ -581,7 +585,6 @@ except ImportError:  # pragma: no cover
     _hs = None
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
-_KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # \x0a <len> key \x12
 _unpack_d = _struct.Struct("<d").unpack_from
 _KEY_DB: Any = None
 _VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
@@ -594,7 +597,10 @@ def key_patterns() -> list[bytes]:
     for k in _KEY_LIST:
         kb = k.encode()
         esc = b"".join(b"\\x%02x" % c for c in kb)
-        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+        kv = b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12"
+        # preceded by the Span.attributes tag (0x4a) and the KeyValue's length (1 to 3 bytes), so that keys
+        # of event, link or kvlist attributes do not match
+        out.append(b"\\x4a(?:[\\x80-\\xff]{0,2})[\\x00-\\x7f]" + kv)
     return out
 
 
@@ -712,65 +718,72 @@ def key_hits(data: bytes) -> list[tuple[int, int]] | None:
 def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
                       skip: set[int] | frozenset[int] = frozenset()) -> None:
-    """Decode the values of the key ``hits`` in ``data`` (the serialised form of ``request``, spans laid out
-    as ``layout``) and cache them per span. Spans whose id is in ``skip`` are left alone."""
+    """Decode the values of the key ``hits`` (end offset, key id) in ``data`` (the serialised form of
+    ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
+    left alone."""
     e = _ventry(request)
     keys = _KEY_LIST
-    klen = _KEY_LEN
-    n = len(hits)
-    h = 0
+    starts: list[int] = []
+    ends: list[int] = []
+    for _res, items in layout:
+        for s, t in items:
+            starts.append(s)
+            ends.append(t)
+    per: list[dict[str, Any]] = [{} for _ in starts]
+    for t, kid in hits:
+        j = _bisect_right(starts, t) - 1
+        if j < 0 or t > ends[j]:
+            continue
+        # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
+        ln = data[t]
+        if 2 < ln < 0x80:
+            tag = data[t + 1]
+            if tag == 0x0A:
+                n = data[t + 2]
+                if n < 0x80:
+                    per[j][keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
+                    continue
+            elif tag == 0x21 and ln == 9:
+                per[j][keys[kid]] = _unpack_d(data, t + 2)[0]
+                continue
+            elif tag == 0x18:
+                b0 = data[t + 2]
+                if b0 < 0x80:
+                    per[j][keys[kid]] = b0
+                    continue
+                b1 = data[t + 3]
+                if b1 < 0x80:
+                    per[j][keys[kid]] = (b0 & 0x7F) | (b1 << 7)
+                    continue
+        try:
+            per[j][keys[kid]] = _decode_value(data, t)
+        except (IndexError, ValueError, _struct.error):
+            continue
+    k = 0
     for rs, (_res, items) in zip(request.resource_spans, layout):
-        k = 0
-        if sum(len(ss.spans) for ss in rs.scope_spans) != len(items):
+        n_items = len(items)
+        if sum(len(ss.spans) for ss in rs.scope_spans) != n_items:
+            k += n_items
             continue  # bytes and message disagree: these spans are walked on demand
         for ss in rs.scope_spans:
             for span in ss.spans:
-                if k >= len(items):
-                    return
-                s, end = items[k]
-                k += 1
-                while h < n and hits[h][0] <= s:
-                    h += 1
-                vals: dict[str, Any] = {}
-                while h < n and hits[h][0] <= end:
-                    t, kid = hits[h]
-                    h += 1
-                    key = keys[kid]
-                    if key in vals:
-                        continue
-                    # only the span's own attributes (field 9, tag 0x4a), not event / link / kvlist keys:
-                    # the KeyValue's length prefix must follow a 0x4a tag
-                    k0 = t - klen[kid]
-                    if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
-                            or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
-                        continue
-                    # inline fast paths: AnyValue of < 128 bytes holding a short string, an int or a double
-                    ln = data[t]
-                    if ln < 0x80 and ln > 2:
-                        tag = data[t + 1]
-                        if tag == 0x0A and data[t + 2] < 0x80:
-                            vals[key] = data[t + 3:t + 3 + data[t + 2]].decode("utf-8", "replace")
-                            continue
-                        if tag == 0x21 and ln == 9:
-                            vals[key] = _unpack_d(data, t + 2)[0]
-                            continue
-                        if tag == 0x18:
-                            b0 = data[t + 2]
-                            if b0 < 0x80:
-                                vals[key] = b0
-                                continue
-                            b1 = data[t + 3]
-                            if b1 < 0x80:
-                                vals[key] = (b0 & 0x7F) | (b1 << 7)
-                                continue
-                    try:
-                        vals[key] = _decode_value(data, t)
-                    except (IndexError, ValueError, _struct.error):
-                        continue
                 sid = id(span)
                 if sid not in skip:
-                    e[sid] = (span, vals)
+                    e[sid] = (span, per[k])
+                k += 1
     e[-1] = (None, {})
+
+
+_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]], Any, set[int]]] = {}
+
+
+def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int]) -> None:
+    """Keep a scan's key hits for :func:`span_values` to decode only if a later processor asks. ``skip``:
+    ids of spans whose values were stored already (walked and possibly changed)."""
+    if len(_PENDING) >= _CACHE_MAX:
+        del _PENDING[next(iter(_PENDING))]
+    _PENDING[id(request)] = (request, data, hits, layout, skip)
 
 
 def _ventry(request: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
@@ -794,6 +807,15 @@ def remember_values(request: Any, span: Any, values: dict[str, Any]) -> None:
     _ventry(request)[id(span)] = (span, values)
 
 
+def stored_values(request: Any, span: Any) -> dict[str, Any] | None:
+    """The values stored for a span, if any (no wire pass, no walk)."""
+    got = _VCACHE.get(id(request))
+    if got is None or got[0] is not request:
+        return None
+    v = got[1].get(id(span))
+    return v[1] if v is not None and v[0] is span else None
+
+
 def values_complete(request: Any) -> None:
     """Say that every span of ``request`` has its values stored (no wire pass needed)."""
     _ventry(request)[-1] = (None, {})
@@ -804,7 +826,10 @@ def span_values(batch: Any) -> Any:
     whole request at the first call (one scan of the serialised request), cached for later processors."""
     req = batch.request
     e = _ventry(req)
-    if -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
+    pending = _PENDING.pop(id(req), None)
+    if pending is not None and pending[0] is req and -1 not in e:
+        store_wire_values(req, pending[1], pending[2], pending[3], pending[4])
+    elif -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
         data = batch.to_bytes()
         hits = key_hits(data)
         layout = wire_layout(data)

@@ -482,8 +482,9 @@ class RedactionProcessor(SimpleProcessor):
                 if ends:
                     walked = self._gated(req, sig, data, ends, layout)
                 if sig is Signal.TRACES and genai.WIRE_VALUES:
-                    # values of the spans not walked, straight from the bytes, for cost / enrich / budget
-                    genai.store_wire_values(req, data, keys, layout, skip=walked)
+                    # the values genai knows, from the same scan, decoded only if cost / enrich / budget ask;
+                    # the spans walked above stored theirs (after redaction)
+                    genai.defer_wire_values(req, data, keys, layout, walked)
                 return batch
         req = batch.request
         if sig is Signal.TRACES:

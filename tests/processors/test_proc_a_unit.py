@@ -526,3 +526,32 @@ def test_invalid_configs_fail_with_their_path(case: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as ei:
         validate(_doc(case["processors"]))
     assert any(case["error"] in e for e in ei.value.errors), ei.value.errors
+
+
+def test_chain_shares_one_pass_and_sees_redacted_values() -> None:
+    """redaction → cost → enrich → budget on one received batch: later processors read the values from
+    redaction's scan, and the spans redaction changed show their redacted values."""
+    import hashlib
+    import hmac
+    red = make(RedactionProcessor, RedactionConfig(hash_key="k", hash_keys=["tenant.id"]))
+    cost = make(CostProcessor, CostConfig())
+    enrich = make(EnrichProcessor, EnrichConfig(host_name=False, k8s=False))
+    budget = make(BudgetProcessor, BudgetConfig(default_limit_usd=0.001, thresholds=[1.0]))
+    clean = {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 1000,
+             "gen_ai.usage.output_tokens": 100, "tenant_id": "t-9", "gen_ai.prompt.0.content": "hello there"}
+    src = batch_of([("a", dict(LITELLM, **{"tenant.id": "acme"})), ("b", OPENINFERENCE), ("c", clean)])
+    b = Batch.from_bytes(Signal.TRACES, src.request.SerializeToString())
+    for p in (red, cost, enrich, budget):
+        p.process(b)
+        b.modified()
+    s = [attrs_of(x) for x in b.request.resource_spans[0].scope_spans[0].spans]
+    hashed = hmac.new(b"k", b"acme", hashlib.sha256).hexdigest()
+    assert s[0]["tenant.id"] == hashed and s[0]["llm.budget.key"] == hashed
+    assert math.isclose(s[0]["gen_ai.usage.cost"], 0.006)
+    assert s[1]["user.id"] == "u-77" and math.isclose(s[1]["gen_ai.usage.cost"], 0.00468)
+    assert s[2]["tenant.id"] == "t-9" and math.isclose(s[2]["gen_ai.usage.cost"], 1000 * 0.15e-6 + 100 * 0.6e-6)
+    assert sorted(budget.state) == sorted([(hashed, "2025-11-29"), ("t-9", "2025-11-29")])
+    # every attribute exactly once
+    for x in b.request.resource_spans[0].scope_spans[0].spans:
+        keys = [kv.key for kv in x.attributes]
+        assert len(keys) == len(set(keys))
