@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import sqlite3
 import time
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal, anyvalue_to_python
 from collector.processorhelper import SimpleProcessor
+from collector.telemetry import RateLimitedLogger
 
 __all__ = ["BudgetConfig", "BudgetProcessor", "window_of"]
 
@@ -78,6 +80,7 @@ class BudgetProcessor(SimpleProcessor):
         self._dirty: set[tuple[str, str]] = set()
         self._wins: dict[int, str] = {}  # UTC day number -> window name
         self._latest = ""  # the latest window seen
+        self._rl = RateLimitedLogger(self.log)
 
     async def start(self) -> None:
         if self.config.storage is None:
@@ -165,41 +168,45 @@ class BudgetProcessor(SimpleProcessor):
             resource = rs.resource
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    v = values(span)
-                    key = self._key_of(span, v, resource)
-                    if key is None:
-                        continue
-                    end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
-                    day = end // 86_400_000_000_000
-                    win = wins.get(day)
-                    if win is None:
-                        if len(wins) > 1000:
-                            wins.clear()
-                        win = wins[day] = window_of(end, cfg.window)
-                        if win > self._latest:
-                            self._prune(win)
-                    st = self.state.get((key, win))
-                    if st is None:
-                        st = self.state[(key, win)] = _State()
-                    cost = genai._num(genai.vfield(v, "cost"))
-                    if cost is not None and cost > 0:
-                        st.spent += cost
-                        self._dirty.add((key, win))
-                    limit = limits.get(key, default)
-                    if limit is None:
-                        continue
-                    attrs = span.attributes
-                    crossed = [t for t in thresholds if t not in st.fired and st.spent >= t * limit]
-                    if crossed:
-                        st.fired.update(crossed)
-                        self._dirty.add((key, win))
-                        put(attrs, v, _B["crossed"], float(crossed[-1]), req, span)
-                        put(attrs, v, _B["key_name"], key_name, req, span)
-                        put(attrs, v, _B["key"], key, req, span)
-                        put(attrs, v, _B["spent_usd"], round(st.spent, 10), req, span)
-                        put(attrs, v, _B["limit_usd"], float(limit), req, span)
-                    if st.spent >= limit:
-                        put(attrs, v, _B["exceeded"], True, req, span)
+                    try:
+                        v = values(span)
+                        key = self._key_of(span, v, resource)
+                        if key is None:
+                            continue
+                        end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
+                        day = end // 86_400_000_000_000
+                        win = wins.get(day)
+                        if win is None:
+                            if len(wins) > 1000:
+                                wins.clear()
+                            win = wins[day] = window_of(end, cfg.window)
+                            if win > self._latest:
+                                self._prune(win)
+                        st = self.state.get((key, win))
+                        if st is None:
+                            st = self.state[(key, win)] = _State()
+                        cost = genai._num(genai.vfield(v, "cost"))
+                        if cost is not None and cost > 0:
+                            st.spent += cost
+                            self._dirty.add((key, win))
+                        limit = limits.get(key, default)
+                        if limit is None:
+                            continue
+                        attrs = span.attributes
+                        crossed = [t for t in thresholds if t not in st.fired and st.spent >= t * limit]
+                        if crossed:
+                            st.fired.update(crossed)
+                            self._dirty.add((key, win))
+                            put(attrs, v, _B["crossed"], float(crossed[-1]), req, span)
+                            put(attrs, v, _B["key_name"], key_name, req, span)
+                            put(attrs, v, _B["key"], key, req, span)
+                            put(attrs, v, _B["spent_usd"], round(st.spent, 10), req, span)
+                            put(attrs, v, _B["limit_usd"], float(limit), req, span)
+                        if st.spent >= limit:
+                            put(attrs, v, _B["exceeded"], True, req, span)
+
+                    except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
+                        self._rl.log(logging.WARNING, "span", "budget: span left unchanged: %r", exc)
         self._flush()
         return batch
 

@@ -14,6 +14,7 @@ reasoning tokens part of the output count; each part is charged at its own price
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from collector.config import StrictModel
 from collector.errors import ConfigError
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
-from collector.telemetry import REGISTRY
+from collector.telemetry import REGISTRY, RateLimitedLogger
 
 __all__ = ["BUILTIN_PRICES_PATH", "CostConfig", "CostProcessor", "Price", "PriceTable", "normalise_model"]
 
@@ -248,6 +249,7 @@ class CostProcessor(SimpleProcessor):
         self.table = PriceTable(config.prices, None, config.builtin_prices)
         self._pid = str(settings.id)
         self._labels: set[str] = set()
+        self._rl = RateLimitedLogger(self.log)
 
     async def start(self) -> None:
         if self.config.prices_file:
@@ -279,52 +281,60 @@ class CostProcessor(SimpleProcessor):
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    v = values(span)
-                    if not v:
-                        continue
-                    f = fields(v)
-                    existing = f.get("cost")
-                    if existing is not None and not override:
-                        if w_cost not in v:
-                            n = num(existing)
-                            if n is not None:
-                                put(span.attributes, v, w_cost, float(n), req, span)
-                        continue
-                    model = f.get("response_model") or f.get("request_model")
-                    if model is None:
-                        continue
-                    inp = as_int(f.get("input_tokens"))
-                    out = as_int(f.get("output_tokens"))
-                    if inp is None and out is not None and "total_tokens" in f:
-                        total = as_int(f["total_tokens"])
-                        inp = None if total is None else max(0, total - out)
-                    if inp is None and out is None:
-                        continue
-                    model = str(model)
-                    found = lookup(model)
-                    if found is None:
-                        req_model = f.get("request_model")
-                        if req_model is not None and str(req_model) != model:
-                            found = lookup(str(req_model))
-                    attrs = span.attributes
-                    if found is None:
-                        put(attrs, v, _W["cost_unknown_model"], True, req, span)
-                        self._count_unknown(model)
-                        continue
-                    cr = as_int(f.get("cache_read_tokens")) or 0
-                    cw = as_int(f.get("cache_write_tokens")) or 0
-                    rz = as_int(f.get("reasoning_tokens")) or 0
-                    c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
-                    put(attrs, v, w_cost, c.total, req, span)
-                    if parts:
-                        put(attrs, v, _W["cost_input"], c.input, req, span)
-                        put(attrs, v, _W["cost_output"], c.output, req, span)
-                        if cr:
-                            put(attrs, v, _W["cost_cache_read"], c.cache_read, req, span)
-                        if cw:
-                            put(attrs, v, _W["cost_cache_write"], c.cache_write, req, span)
-                        if rz:
-                            put(attrs, v, _W["cost_reasoning"], c.reasoning, req, span)
+                    try:
+                        v = values(span)
+                        if not v:
+                            continue
+                        f = fields(v)
+                        existing = f.get("cost")
+                        if existing is not None and not override:
+                            if w_cost not in v:
+                                n = num(existing)
+                                if n is not None:
+                                    put(span.attributes, v, w_cost, float(n), req, span)
+                            continue
+                        model = f.get("response_model") or f.get("request_model")
+                        if model is None:
+                            continue
+                        inp = as_int(f.get("input_tokens"))
+                        out = as_int(f.get("output_tokens"))
+                        if inp is not None and inp < 0:
+                            inp = None
+                        if out is not None and out < 0:
+                            out = None
+                        if inp is None and out is not None and "total_tokens" in f:
+                            total = as_int(f["total_tokens"])
+                            inp = None if total is None else max(0, total - out)
+                        if inp is None and out is None:
+                            continue
+                        model = str(model)
+                        found = lookup(model)
+                        if found is None:
+                            req_model = f.get("request_model")
+                            if req_model is not None and str(req_model) != model:
+                                found = lookup(str(req_model))
+                        attrs = span.attributes
+                        if found is None:
+                            put(attrs, v, _W["cost_unknown_model"], True, req, span)
+                            self._count_unknown(model)
+                            continue
+                        cr = max(0, as_int(f.get("cache_read_tokens")) or 0)
+                        cw = max(0, as_int(f.get("cache_write_tokens")) or 0)
+                        rz = max(0, as_int(f.get("reasoning_tokens")) or 0)
+                        c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
+                        put(attrs, v, w_cost, c.total, req, span)
+                        if parts:
+                            put(attrs, v, _W["cost_input"], c.input, req, span)
+                            put(attrs, v, _W["cost_output"], c.output, req, span)
+                            if cr:
+                                put(attrs, v, _W["cost_cache_read"], c.cache_read, req, span)
+                            if cw:
+                                put(attrs, v, _W["cost_cache_write"], c.cache_write, req, span)
+                            if rz:
+                                put(attrs, v, _W["cost_reasoning"], c.reasoning, req, span)
+
+                    except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
+                        self._rl.log(logging.WARNING, "span", "cost: span left unchanged: %r", exc)
         return batch
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 from bisect import bisect_left
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
+from collector.telemetry import RateLimitedLogger
 from processors._detect import DETECTORS, HAVE_HYPERSCAN, Finder
 
 _hs: Any
@@ -126,6 +128,7 @@ class Redactor:
         self.mask_hash = self._hasher(cfg.hash_function)
         self.content = cfg.content
         self._memo: dict[str, int] = {}
+        self._rl = RateLimitedLogger(logging.getLogger("llm_collector.processor.redaction"))
         self._memo_event: dict[str, int] = {}
         self.summary = cfg.summary
         self.always_walk = (not cfg.allow_all_keys or self.blocked_keys is not None or not HAVE_HYPERSCAN
@@ -403,6 +406,22 @@ class Redactor:
         """``flags``: (attribute positions, event positions) that hold candidates, from the request scan."""
         if not (self.needs_walk(span) if walk is None else walk):
             return
+        try:
+            self._span(req, span, flags)
+        except Exception as exc:  # noqa: BLE001 - fail closed: nothing unredacted leaves
+            self._rl.log(logging.ERROR, "span", "redaction failed on a span, its string values are masked: %r", exc)
+            self._fail_closed(span.attributes)
+            for ev in span.events:
+                self._fail_closed(ev.attributes)
+            genai.remember_values(req, span, genai.values_from_index(genai.index(span.attributes)))
+
+    @staticmethod
+    def _fail_closed(attrs: Any) -> None:
+        for kv in attrs:
+            if kv.value.WhichOneof("value") in ("string_value", "array_value", "kvlist_value", "bytes_value"):
+                kv.value.string_value = "<REDACTION_FAILED>"
+
+    def _span(self, req: Any, span: Any, flags: tuple[set[int], set[int]] | None) -> None:
         st = _Stats()
         idx: dict[str, Any] = {}
         self.redact_attrs(span.attributes, st, idx=idx, only=flags[0] if flags else None)

@@ -555,3 +555,27 @@ def test_chain_shares_one_pass_and_sees_redacted_values() -> None:
     for x in b.request.resource_spans[0].scope_spans[0].spans:
         keys = [kv.key for kv in x.attributes]
         assert len(keys) == len(set(keys))
+
+
+def test_bad_input_never_fails_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    cost = make(CostProcessor, CostConfig())
+    b = batch_of([("strs", {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "abc",
+                            "gen_ai.usage.output_tokens": -5}),
+                  ("arr", {"gen_ai.request.model": ["gpt-4o"], "gen_ai.usage.input_tokens": 10}),
+                  ("ok", {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": "1000"})])
+    cost.process(b)
+    s = [attrs_of(x) for x in b.request.resource_spans[0].scope_spans[0].spans]
+    assert "gen_ai.usage.cost" not in s[0]
+    assert s[1].get("llm.cost.unknown_model") is True
+    assert math.isclose(s[2]["gen_ai.usage.cost"], 0.0025)
+    # redaction fails closed: a span it cannot process leaves with its strings masked
+    red = make(RedactionProcessor, RedactionConfig())
+
+    def boom(_s: str) -> list[Any]:
+        raise RuntimeError("detector bug")
+
+    monkeypatch.setattr(red.r.finder, "find", boom)
+    b = batch_of([("x", {"gen_ai.prompt.0.content": "mail bob@example.com", "n": 3})])
+    red.process(b)
+    a = attrs_of(b.request.resource_spans[0].scope_spans[0].spans[0])
+    assert a == {"gen_ai.prompt.0.content": "<REDACTION_FAILED>", "n": 3}
