@@ -46,8 +46,8 @@ __all__ = [
     "set_value",
     "span_indexer",
     "span_values",
-    "value_of",
     "stored_values",
+    "value_of",
     "values_complete",
     "vfield",
 ]
