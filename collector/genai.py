@@ -774,13 +774,14 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
     e[-1] = (None, {})
 
 
-_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]], Any, set[int]]] = {}
+_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int]]] = {}
 
 
-def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]] | None,
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int]) -> None:
-    """Keep a scan's key hits for :func:`span_values` to decode only if a later processor asks. ``skip``:
-    ids of spans whose values were stored already (walked and possibly changed)."""
+    """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
+    (whose values it stored), for :func:`span_values` to scan (unless ``hits`` are given) and decode only if
+    a later processor asks."""
     if len(_PENDING) >= _CACHE_MAX:
         del _PENDING[next(iter(_PENDING))]
     _PENDING[id(request)] = (request, data, hits, layout, skip)
@@ -828,7 +829,9 @@ def span_values(batch: Any) -> Any:
     e = _ventry(req)
     pending = _PENDING.pop(id(req), None)
     if pending is not None and pending[0] is req and -1 not in e:
-        store_wire_values(req, pending[1], pending[2], pending[3], pending[4])
+        hits = pending[2] if pending[2] is not None else key_hits(pending[1])
+        if hits is not None:
+            store_wire_values(req, pending[1], hits, pending[3], pending[4])
     elif -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
         data = batch.to_bytes()
         hits = key_hits(data)

@@ -157,10 +157,8 @@ class Redactor:
         assert _hs is not None
         exprs = list(self.finder.gate_exprs) + [(e, _hs.HS_FLAG_DOTALL) for e in self._key_exprs]
         ids = list(range(len(exprs)))
-        # and the encodings of the keys genai indexes: the same scan gives the later processors their values
-        keys = genai.key_patterns()
-        exprs += [(e, 0) for e in keys]
-        ids += [_KEY_BASE + i for i in range(len(keys))]
+        if not exprs:
+            return None
         db = _hs.Database()
         db.compile(expressions=[e for e, _ in exprs], ids=ids, elements=len(exprs), flags=[f for _, f in exprs])
         return db
@@ -492,7 +490,7 @@ class RedactionProcessor(SimpleProcessor):
             req = batch.request
             got = r.gate_hits(data)
             assert got is not None
-            ends, keys = got
+            ends, _ = got
             if not ends and sig is Signal.LOGS:
                 return batch
             layout = _layout(data)
@@ -501,9 +499,9 @@ class RedactionProcessor(SimpleProcessor):
                 if ends:
                     walked = self._gated(req, sig, data, ends, layout)
                 if sig is Signal.TRACES and genai.WIRE_VALUES:
-                    # the values genai knows, from the same scan, decoded only if cost / enrich / budget ask;
+                    # the values genai knows, from these bytes, decoded only if cost / enrich / budget ask;
                     # the spans walked above stored theirs (after redaction)
-                    genai.defer_wire_values(req, data, keys, layout, walked)
+                    genai.defer_wire_values(req, data, None, layout, walked)
                 return batch
         req = batch.request
         if sig is Signal.TRACES:
@@ -548,23 +546,44 @@ class RedactionProcessor(SimpleProcessor):
                 j = bisect_left(ends, rrange[0] + 1)
                 if j < n and ends[j] <= rrange[1]:
                     r.resource(ro.resource, True)
-            k = 0
-            for sc in (ro.scope_spans if traces else ro.scope_logs):
-                for item in (sc.spans if traces else sc.log_records):
-                    flags = None
-                    if k < len(items):
-                        s, e = items[k]
-                        j = bisect_left(ends, s + 1)
-                        k += 1
-                        if not (j < n and ends[j] <= e):
-                            continue
+            groups = [sc.spans if traces else sc.log_records for sc in (ro.scope_spans if traces else ro.scope_logs)]
+            if sum(len(g) for g in groups) != len(items):  # pragma: no cover - bytes and message disagree
+                for g in groups:
+                    for item in g:
                         if traces:
-                            flags = _flags(data, s, e, ends, j, 9, 11)
-                    if traces:
-                        r.span(req, item, True, flags)
-                        walked.add(id(item))
-                    else:
-                        r.log_record(item, True)
+                            r.span(req, item, True)
+                            walked.add(id(item))
+                        else:
+                            r.log_record(item, True)
+                continue
+            # the items holding a candidate, found from the candidates (few) rather than from the items (many)
+            starts = [s for s, _ in items]
+            hit: list[int] = []
+            last = -1
+            for t in ends:
+                k = bisect_left(starts, t) - 1  # the item starting before t
+                if k > last and k >= 0 and t <= items[k][1]:
+                    hit.append(k)
+                    last = k
+            if not hit:
+                continue
+            bounds = []  # (first global index, group) per scope
+            base = 0
+            for g in groups:
+                bounds.append((base, g))
+                base += len(g)
+            gi = 0
+            for k in hit:
+                while gi + 1 < len(bounds) and bounds[gi + 1][0] <= k:
+                    gi += 1
+                first, g = bounds[gi]
+                item = g[k - first]
+                if traces:
+                    s, e = items[k]
+                    r.span(req, item, True, _flags(data, s, e, ends, bisect_left(ends, s + 1), 9, 11))
+                    walked.add(id(item))
+                else:
+                    r.log_record(item, True)
         return walked
 
 
