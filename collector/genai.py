@@ -878,22 +878,26 @@ def fields(values: dict[str, Any]) -> dict[str, Any]:
 
 def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
         span: Any = None) -> None:
-    """Upsert an indexed ``key`` and keep ``values`` exact: a new key is appended without a walk."""
+    """Upsert an indexed ``key`` and keep ``values`` exact: a new key is appended without a walk. With
+    ``request`` and ``span``, a KeyValue index cached for the span is kept exact too."""
     if key in values:
         for kv in attributes:
             if kv.key == key:
-                _to_any(value, kv.value)
                 break
         else:
             kv = attributes.add()
             kv.key = key
-            _to_any(value, kv.value)
     else:
         kv = attributes.add()
         kv.key = key
+        if request is not None:
+            ent = _CACHE.get(id(request))
+            if ent is not None and ent[0] is request:
+                got = ent[1].get(id(span))
+                if got is not None and got[0] is span:
+                    got[1][key] = kv
+    if type(value) is float:
+        kv.value.double_value = value
+    else:
         _to_any(value, kv.value)
-        if request is not None and span is not None:
-            got = _entry(request).get(id(span))
-            if got is not None and got[0] is span:
-                got[1][key] = kv
     values[key] = value

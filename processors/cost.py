@@ -296,8 +296,12 @@ class CostProcessor(SimpleProcessor):
                         model = f.get("response_model") or f.get("request_model")
                         if model is None:
                             continue
-                        inp = as_int(f.get("input_tokens"))
-                        out = as_int(f.get("output_tokens"))
+                        inp = f.get("input_tokens")
+                        if type(inp) is not int:
+                            inp = as_int(inp)
+                        out = f.get("output_tokens")
+                        if type(out) is not int:
+                            out = as_int(out)
                         if inp is not None and inp < 0:
                             inp = None
                         if out is not None and out < 0:
