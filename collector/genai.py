@@ -585,6 +585,7 @@ except ImportError:  # pragma: no cover
     _hs = None
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
+_KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
 _unpack_d = _struct.Struct("<d").unpack_from
 _KEY_DB: Any = None
 _VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
@@ -597,10 +598,9 @@ def key_patterns() -> list[bytes]:
     for k in _KEY_LIST:
         kb = k.encode()
         esc = b"".join(b"\\x%02x" % c for c in kb)
-        kv = b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12"
-        # preceded by the Span.attributes tag (0x4a) and the KeyValue's length (1 to 3 bytes), so that keys
-        # of event, link or kvlist attributes do not match
-        out.append(b"\\x4a(?:[\\x80-\\xff]{0,2})[\\x00-\\x7f]" + kv)
+        # a pure literal (Hyperscan's fastest matcher on every CPU); whether the KeyValue is one of the span's
+        # own attributes (tag 0x4a before its length) is checked when decoding
+        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
     return out
 
 
@@ -730,9 +730,16 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             starts.append(s)
             ends.append(t)
     per: list[dict[str, Any]] = [{} for _ in starts]
+    klen = _KEY_LEN
     for t, kid in hits:
         j = _bisect_right(starts, t) - 1
         if j < 0 or t > ends[j]:
+            continue
+        # only the span's own attributes (Span field 9, tag 0x4a), not event / link / kvlist keys: the
+        # KeyValue's length prefix (1 or 2 bytes) must follow a 0x4a tag
+        k0 = t - klen[kid]
+        if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
+                or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
             continue
         # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
         ln = data[t]
