@@ -519,9 +519,15 @@ def read_cached(request: Any, span: Any, resource: Any = None) -> LLMCall:
     return _call(span, own, res)
 
 
-def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value: Any) -> None:
+def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value: Any, request: Any = None,
+              span: Any = None) -> None:
     """Upsert ``key`` in a repeated KeyValue field, keeping ``idx`` (its index) exact. For keys this module
-    indexes the index says whether the key exists, so no walk is needed."""
+    indexes the index says whether the key exists, so no walk is needed. With ``request`` and ``span`` the
+    span's cached values (:func:`span_values`) are kept exact too."""
+    if request is not None and key in _INDEXED:
+        vals = stored_values(request, span)
+        if vals is not None:
+            vals[key] = value
     if idx is not None and key in _INDEXED:
         kv = idx.get(key)
         if kv is None:
