@@ -438,6 +438,9 @@ class Redactor:
                 st.count += 1
                 st.kinds.add("content")
                 del span.events[i]
+        for link in span.links:
+            if len(link.attributes):
+                self.redact_attrs(link.attributes, st)
         self.summarize(span.attributes, st, idx)
         genai.remember(req, span, idx)
         genai.remember_values(req, span, genai.values_from_index(idx))

@@ -579,3 +579,24 @@ def test_bad_input_never_fails_the_batch(monkeypatch: pytest.MonkeyPatch) -> Non
     red.process(b)
     a = attrs_of(b.request.resource_spans[0].scope_spans[0].spans[0])
     assert a == {"gen_ai.prompt.0.content": "<REDACTION_FAILED>", "n": 3}
+
+
+def test_redaction_span_events_and_links_found_by_the_request_scan() -> None:
+    p = make(RedactionProcessor, RedactionConfig())
+    b = batch_of([("clean", {"gen_ai.request.model": "gpt-4o"}), ("ev", {"gen_ai.request.model": "gpt-4o"})])
+    span = b.request.resource_spans[0].scope_spans[0].spans[1]
+    ev = span.events.add()
+    ev.name = "gen_ai.choice"
+    kv = ev.attributes.add()
+    kv.key = "message"
+    from collector.pdata import python_to_anyvalue
+    python_to_anyvalue({"role": "assistant", "content": "call (415) 555-0123"}, kv.value)
+    link = span.links.add()
+    kv = link.attributes.add()
+    kv.key, kv.value.string_value = "note", "from 10.0.0.7"
+    b = Batch.from_bytes(Signal.TRACES, b.request.SerializeToString())
+    p.process(b)
+    span = b.request.resource_spans[0].scope_spans[0].spans[1]
+    msg = span.events[0].attributes[0].value.kvlist_value.values
+    assert {x.key: x.value.string_value for x in msg} == {"role": "assistant", "content": "call <PHONE>"}
+    assert span.links[0].attributes[0].value.string_value == "from <IP>"
