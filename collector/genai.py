@@ -723,7 +723,8 @@ def key_hits(data: bytes) -> list[tuple[int, int]] | None:
 
 def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
-                      skip: set[int] | frozenset[int] = frozenset()) -> None:
+                      skip: set[int] | frozenset[int] = frozenset(),
+                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
     """Decode the values of the key ``hits`` (end offset, key id) in ``data`` (the serialised form of
     ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
     left alone."""
@@ -782,22 +783,32 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             for span in ss.spans:
                 sid = id(span)
                 if sid not in skip:
-                    e[sid] = (span, per[k])
+                    vals = per[k]
+                    if overrides:
+                        ov = overrides.get(sid)
+                        if ov:
+                            for key, val in ov.items():
+                                if val is None:
+                                    vals.pop(key, None)
+                                else:
+                                    vals[key] = val
+                    e[sid] = (span, vals)
                 k += 1
     e[-1] = (None, {})
 
 
-_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int]]] = {}
+_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
 
 
 def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]] | None,
-                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int]) -> None:
+                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int],
+                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
     """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
     (whose values it stored), for :func:`span_values` to scan (unless ``hits`` are given) and decode only if
-    a later processor asks."""
+    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted)."""
     if len(_PENDING) >= _CACHE_MAX:
         del _PENDING[next(iter(_PENDING))]
-    _PENDING[id(request)] = (request, data, hits, layout, skip)
+    _PENDING[id(request)] = (request, data, hits, layout, skip, overrides or {})
 
 
 def _ventry(request: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
@@ -844,7 +855,7 @@ def span_values(batch: Any) -> Any:
     if pending is not None and pending[0] is req and -1 not in e:
         hits = pending[2] if pending[2] is not None else key_hits(pending[1])
         if hits is not None:
-            store_wire_values(req, pending[1], hits, pending[3], pending[4])
+            store_wire_values(req, pending[1], hits, pending[3], pending[4], pending[5])
     elif -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
         data = batch.to_bytes()
         hits = key_hits(data)

@@ -134,6 +134,7 @@ class Redactor:
         self.always_walk = (not cfg.allow_all_keys or self.blocked_keys is not None or not HAVE_HYPERSCAN
                             or not cfg.use_hyperscan or bool(self.finder._always))
         self._key_exprs: list[bytes] = []
+        self._n_det = 0
         self.keygate = self._build_keygate() if not self.always_walk else None
         self.gate = self._build_gate() if not self.always_walk else None
 
@@ -155,6 +156,7 @@ class Redactor:
         """Detector cores, user patterns (prefilter) and key rules in one database without start offsets:
         one scan over a whole serialised request says which spans / records need a walk."""
         assert _hs is not None
+        self._n_det = len(self.finder.gate_exprs)
         exprs = list(self.finder.gate_exprs) + [(e, _hs.HS_FLAG_DOTALL) for e in self._key_exprs]
         ids = list(range(len(exprs)))
         if not exprs:
@@ -163,21 +165,22 @@ class Redactor:
         db.compile(expressions=[e for e, _ in exprs], ids=ids, elements=len(exprs), flags=[f for _, f in exprs])
         return db
 
-    def gate_hits(self, data: bytes) -> tuple[list[int], list[tuple[int, int]]] | None:
-        """Sorted end offsets of every candidate in ``data``, and the (end, key id) hits of genai's keys;
-        None when there is no gate."""
+    def gate_hits(self, data: bytes) -> tuple[list[int], list[int]] | None:
+        """Sorted end offsets in ``data`` of every detector / pattern candidate, and of every key a key rule
+        names (hash_keys, content keys when content is drop or hash); None when there is no gate."""
         if self.gate is None:
             return None
         ends: list[int] = []
-        keys: list[tuple[int, int]] = []
+        keys: list[int] = []
         add = ends.append
         addk = keys.append
+        n = self._n_det
 
         def cb(i: int, _f: int, t: int, _fl: int, _c: object) -> None:
-            if i >= _KEY_BASE:
-                addk((t, i - _KEY_BASE))
-            else:
+            if i < n:
                 add(t)
+            else:
+                addk(t)
 
         self.gate.scan(data, match_event_handler=cb)
         ends.sort()
@@ -413,6 +416,40 @@ class Redactor:
                 self._fail_closed(ev.attributes)
             genai.remember_values(req, span, genai.values_from_index(genai.index(span.attributes)))
 
+    def key_rules(self, span: Any, positions: set[int]) -> dict[str, Any]:
+        """Apply the key rules (hash_keys, content drop / hash) to the attributes at ``positions`` only;
+        returns the changed values of the keys genai indexes (None for a deleted key)."""
+        attrs = span.attributes
+        st = _Stats()
+        changed: dict[str, Any] = {}
+        delete: list[int] = []
+        indexed = genai._INDEXED
+        for i in sorted(positions):
+            if i >= len(attrs):
+                continue
+            kv = attrs[i]
+            k = kv.key
+            act = self._action(k, False)
+            if act == 3 or act == 5:  # _HASH, _CHASH
+                self._hash_value(kv.value)
+                st.keys.add(k)
+                st.count += 1
+                st.kinds.add("hash" if act == 3 else "content")
+                if k in indexed:
+                    changed[k] = kv.value.string_value
+            elif act == 2:  # _DELETE (content drop)
+                delete.append(i)
+        for i in reversed(delete):
+            k = attrs[i].key
+            st.deleted.add(k)
+            changed[k] = None
+            del attrs[i]
+        if self.summary != "silent" and (st.count or st.deleted):
+            self.summarize(attrs, st, None)
+            changed[genai.REDACTION["count"]] = st.count
+            changed[genai.REDACTION["kinds"]] = ",".join(sorted(st.kinds))
+        return changed
+
     @staticmethod
     def _fail_closed(attrs: Any) -> None:
         for kv in attrs:
@@ -493,18 +530,21 @@ class RedactionProcessor(SimpleProcessor):
             req = batch.request
             got = r.gate_hits(data)
             assert got is not None
-            ends, _ = got
+            det, keyhits = got
+            ends = sorted(det + keyhits) if keyhits else det
             if not ends and sig is Signal.LOGS:
                 return batch
             layout = _layout(data)
             if layout is not None:
                 walked: set[int] = set()
+                overrides: dict[int, dict[str, Any]] = {}
                 if ends:
-                    walked = self._gated(req, sig, data, ends, layout)
+                    walked = self._gated(req, sig, data, ends, layout, det, keyhits, overrides)
                 if sig is Signal.TRACES and genai.WIRE_VALUES:
                     # the values genai knows, from these bytes, decoded only if cost / enrich / budget ask;
-                    # the spans walked above stored theirs (after redaction)
-                    genai.defer_wire_values(req, data, None, layout, walked)
+                    # the spans walked above stored theirs (after redaction), the ones changed by key rules
+                    # only give the values they changed
+                    genai.defer_wire_values(req, data, None, layout, walked, overrides)
                 return batch
         req = batch.request
         if sig is Signal.TRACES:
@@ -533,10 +573,13 @@ class RedactionProcessor(SimpleProcessor):
                             r.data_point(dp)
         return batch
 
-    def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int], layout: list[tuple[tuple[int, int] | None,
-                                                                                 list[tuple[int, int]]]]) -> set[int]:
+    def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int],
+               layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
+               det: list[int] | None = None, keyhits: list[int] | None = None,
+               overrides: dict[int, dict[str, Any]] | None = None) -> set[int]:
         """Walk only the items whose byte range holds a candidate end offset; returns the ids of the
-        spans walked."""
+        spans walked. A span with key-rule hits only (``keyhits``, no ``det`` hit) is changed in place at
+        the attributes the hits point at, without a walk; its changed values go to ``overrides``."""
         walked: set[int] = set()
         r = self.r
         n = len(ends)
@@ -583,6 +626,13 @@ class RedactionProcessor(SimpleProcessor):
                 item = g[k - first]
                 if traces:
                     s, e = items[k]
+                    if keyhits and det is not None and overrides is not None:
+                        j = bisect_left(det, s + 1)
+                        if not (j < len(det) and det[j] <= e):
+                            targets = _flags(data, s, e, keyhits, bisect_left(keyhits, s + 1), 9, 11)
+                            if targets is not None and not targets[1]:
+                                overrides[id(item)] = r.key_rules(item, targets[0])
+                                continue
                     r.span(req, item, True, _flags(data, s, e, ends, bisect_left(ends, s + 1), 9, 11))
                     walked.add(id(item))
                 else:

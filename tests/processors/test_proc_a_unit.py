@@ -600,3 +600,38 @@ def test_redaction_span_events_and_links_found_by_the_request_scan() -> None:
     msg = span.events[0].attributes[0].value.kvlist_value.values
     assert {x.key: x.value.string_value for x in msg} == {"role": "assistant", "content": "call <PHONE>"}
     assert span.links[0].attributes[0].value.string_value == "from <IP>"
+
+
+@pytest.mark.parametrize("summary", ["silent", "info"])
+def test_key_rules_without_walk_keep_later_values_exact(summary: str) -> None:
+    """A span whose only hits are hash_keys / content keys is changed in place without a walk; cost, enrich
+    and budget after it see the hashed / dropped values."""
+    import hashlib
+    import hmac
+    red = make(RedactionProcessor, RedactionConfig(hash_key="k", hash_keys=["tenant.id", "user.id"],
+                                                   content="drop", summary=summary))
+    enrich = make(EnrichProcessor, EnrichConfig(host_name=False, k8s=False))
+    budget = make(BudgetProcessor, BudgetConfig(default_limit_usd=100.0))
+    clean = {"gen_ai.request.model": "gpt-4o-mini", "gen_ai.usage.input_tokens": 1000, "tenant.id": "acme",
+             "user.id": "u-1", "gen_ai.prompt.0.content": "no pii here", "gen_ai.usage.cost": 0.5}
+    src = batch_of([("c", clean)])
+    b = Batch.from_bytes(Signal.TRACES, src.request.SerializeToString())
+
+    def no_walk(*_a: Any, **_k: Any) -> None:
+        raise AssertionError("the span was walked")
+
+    red.r.span = no_walk  # type: ignore[method-assign]
+    for p in (red, enrich, budget):
+        p.process(b)
+        b.modified()
+    a = attrs_of(b.request.resource_spans[0].scope_spans[0].spans[0])
+    h = {v: hmac.new(b"k", v.encode(), hashlib.sha256).hexdigest() for v in ("acme", "u-1")}
+    assert a["tenant.id"] == h["acme"] and a["user.id"] == h["u-1"]
+    assert "gen_ai.prompt.0.content" not in a
+    assert list(budget.state) == [(h["acme"], "2025-11-29")]
+    if summary == "info":
+        assert a["redaction.masked.count"] == 2 and a["redaction.masked.kinds"] == "hash"
+    else:
+        assert "redaction.masked.count" not in a
+    keys = [kv.key for kv in b.request.resource_spans[0].scope_spans[0].spans[0].attributes]
+    assert len(keys) == len(set(keys))
