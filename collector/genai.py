@@ -887,17 +887,18 @@ def vfield(values: dict[str, Any], name: str) -> Any:
 
 def fields(values: dict[str, Any]) -> dict[str, Any]:
     """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name."""
-    best: dict[str, tuple[int, Any]] = {}
+    out: dict[str, Any] = {}
+    rank: dict[str, int] = {}
     rk = _RANK
     for name, v in values.items():
         fr = rk.get(name)
         if fr is None or v is None or v == "":
             continue
         f, r = fr
-        cur = best.get(f)
-        if cur is None or r < cur[0]:
-            best[f] = (r, v)
-    return {f: rv[1] for f, rv in best.items()}
+        if f not in rank or r < rank[f]:
+            rank[f] = r
+            out[f] = v
+    return out
 
 
 def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
