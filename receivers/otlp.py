@@ -136,11 +136,7 @@ class OtlpReceiver:
                 detail = AnyProto()
                 detail.Pack(info)
                 st = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(e), details=[detail])
-                status = rpc_status.to_status(st)
-                # the status details carry RetryInfo as the spec says; the OpenTelemetry SDKs also read it from
-                # the `google.rpc.retryinfo-bin` trailer, so send it there too
-                await context.abort(status.code, status.details, tuple(status.trailing_metadata) + (
-                    ("google.rpc.retryinfo-bin", info.SerializeToString()),))
+                await context.abort_with_status(rpc_status.to_status(st))
             except PermanentError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             except Exception as e:  # noqa: BLE001

@@ -66,9 +66,6 @@ def test_queue_full_is_a_retryable_refusal(tmp_path: Path) -> None:
                 assert status is not None
                 info = error_details_pb2.RetryInfo()
                 assert status.details[0].Unpack(info) and info.retry_delay.ToTimedelta().total_seconds() > 0
-                # the OpenTelemetry SDKs read the delay from this trailer
-                trailer = dict(e.trailing_metadata() or ())["google.rpc.retryinfo-bin"]
-                assert error_details_pb2.RetryInfo.FromString(trailer) == info
         assert col.metric_value("otelcol_receiver_refused_spans_total") >= 6
         assert col.metric_value("otelcol_exporter_enqueue_failed_spans_total") >= 6
     finally:
