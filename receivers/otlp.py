@@ -136,6 +136,9 @@ class OtlpReceiver:
                 detail = AnyProto()
                 detail.Pack(info)
                 st = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(e), details=[detail])
+                # RetryInfo goes in the status details only, as the spec says. Not also in the
+                # `google.rpc.retryinfo-bin` trailer: the Python SDK would then retry at this fixed delay and
+                # give up after six tries, where its own jittered exponential backoff waits about 30 s.
                 await context.abort_with_status(rpc_status.to_status(st))
             except PermanentError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
