@@ -62,19 +62,45 @@ class Sink:
         return port
 
 
-def collector_config(in_port: int, sink_port: int, compression: str, level: int | None,
-                     queue_size: int, consumers: int) -> dict[str, object]:
+# The full LLM chain of issue 4: memory_limiter -> redaction -> cost -> enrich -> tail_sampling.
+CHAIN_PROCESSORS: dict[str, object] = {
+    "memory_limiter": {"check_interval": "1s", "limit_mib": 1500, "spike_limit_mib": 300},
+    "redaction": {"content": "redact"},
+    "cost": {},
+    "enrich": {},
+    "tail_sampling": {"decision_wait": "1s", "num_traces": 200000, "policies": [
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "budget", "type": "budget_exceeded"},
+        {"name": "rest", "type": "probabilistic", "probabilistic": {"sampling_percentage": 100}},
+    ]},
+}
+
+
+def collector_config(in_port: int, sink_port: int, case: str, level: int | None,
+                     queue_size: int, consumers: int, workdir: Path | None = None) -> dict[str, object]:
+    """Cases: ``none`` / ``gzip`` (exporter compression, in-memory queue), ``persistent`` (no compression,
+    persistent queue), ``chain`` (persistent queue and the full processor chain, keeping every span so that
+    the exporter sends as much as in the pass-through)."""
+    compression = "gzip" if case == "gzip" else "none"
     exp: dict[str, object] = {"endpoint": f"127.0.0.1:{sink_port}", "tls": {"insecure": True},
                               "compression": compression, "sending_queue": {"queue_size": queue_size, "num_consumers": consumers}}
     if level is not None:
         exp["compression_level"] = level
-    return {
+    cfg: dict[str, object] = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{in_port}",
                                                       "max_recv_msg_size_mib": 64}}}},
         "exporters": {"otlp": exp},
         "service": {"telemetry": {"metrics": {"level": "none"}, "logs": {"level": "warn"}},
                     "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["otlp"]}}},
     }
+    if case in ("persistent", "chain"):
+        cfg["extensions"] = {"file_storage": {"directory": str((workdir or Path(".")) / "queue")}}
+        cfg["service"]["extensions"] = ["file_storage"]  # type: ignore[index]
+        exp["sending_queue"]["storage"] = "file_storage"  # type: ignore[index]
+    if case == "chain":
+        cfg["processors"] = dict(CHAIN_PROCESSORS)
+        cfg["service"]["pipelines"]["traces"]["processors"] = list(CHAIN_PROCESSORS)  # type: ignore[index]
+    return cfg
 
 
 async def run_case(compression: str, seconds: float, senders: int, spans: int, pin: bool,
@@ -86,7 +112,7 @@ async def run_case(compression: str, seconds: float, senders: int, spans: int, p
     workdir = Path(tempfile.mkdtemp(prefix="bench-passthrough-"))
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(collector_config(in_port, sink_port, compression, level, queue_size,
-                                                      consumers)))
+                                                      consumers, workdir)))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "collector", "run", "--config", str(cfg_path), env=env, cwd=workdir,
@@ -171,7 +197,9 @@ def main() -> None:
     p.add_argument("--senders", type=int, default=4, help="concurrent gRPC export calls")
     p.add_argument("--spans", type=int, default=500, help="spans per request")
     p.add_argument("--pin", action="store_true", help="collector on CPU 0, load generator and sink on the rest")
-    p.add_argument("--cases", default="none,gzip", help="comma-separated exporter compressions")
+    p.add_argument("--cases", default="none,gzip,persistent,chain",
+                   help="comma-separated cases: none, gzip (exporter compression), persistent (queue on disk), "
+                        "chain (persistent queue + memory_limiter, redaction, cost, enrich, tail_sampling)")
     p.add_argument("--queue-size", type=int, default=32,
                    help="exporter sending_queue.queue_size in requests (each ~1 MB here: bounds the RSS)")
     p.add_argument("--consumers", type=int, default=10, help="exporter sending_queue.num_consumers")
@@ -181,13 +209,13 @@ def main() -> None:
     print(f"request: {args.spans} spans, {len(payload) / 1e6:.2f} MB, {len(payload) / args.spans:.0f} B/span; "
           f"{args.senders} senders; {args.seconds:.0f}s per case; pinned={args.pin}; cpus={os.cpu_count()}; "
           f"queue_size={args.queue_size}; num_consumers={args.consumers}")
-    targets = {"none": 150_000, "gzip": 40_000}
+    targets = {"none": 150_000, "gzip": 40_000, "chain": 60_000}
     for case in args.cases.split(","):
         prof = f"{args.profile}-{case}.txt" if args.profile else None
         r = asyncio.run(run_case(case, args.seconds, args.senders, args.spans, args.pin, None, prof,
                             args.queue_size, args.consumers))
         tgt = targets.get(case)
-        print(f"compression={case:<5} {r['spans_per_s']:>10,.0f} spans/s  "
+        print(f"case={case:<10} {r['spans_per_s']:>10,.0f} spans/s  "
               f"{r['cpu_s_per_100k']:.3f} CPU-s/100k spans  {r['spans_per_cpu_s']:>10,.0f} spans/CPU-s"
               f"{f' (target >= {tgt:,})' if tgt else ''}  collector CPU {r['cpu_util'] * 100:.0f}%  "
               f"peak RSS {r['peak_rss_mb']:.0f} MB (target < 150)  refused {r['refused']}  "
