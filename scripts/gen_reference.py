@@ -38,15 +38,27 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if typing.get_origin(annotation) is None else None
-    if text is None:
-        text = str(annotation).replace("typing.", "")
-    for noise in ("collector.config.", "pydantic.types.", "Annotated[float, BeforeValidator(func=<function "
-                  "parse_duration"):
-        text = text.replace(noise, "")
-    if "parse_duration" in text:
-        return "duration"
-    return text
+    """A short, stable name for a type annotation (no addresses, no module paths)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        inner = args[0]
+        if any(getattr(getattr(m, "func", None), "__name__", "") == "parse_duration" for m in args[1:]):
+            return "duration"
+        return _type_name(inner)
+    if origin is typing.Literal:
+        return " \\| ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(_type_name(a) for a in args if a is not type(None))
+    if origin in (list, tuple, set, frozenset):
+        return f"list[{', '.join(_type_name(a) for a in args if a is not Ellipsis)}]"
+    if origin is dict:
+        return f"map[{', '.join(_type_name(a) for a in args)}]"
+    if isinstance(annotation, type):
+        if issubclass(annotation, BaseModel):
+            return "map"
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _is_duration(field: Any) -> bool:
