@@ -321,6 +321,13 @@ async def _run_worker(cfg: CollectorConfig) -> int:
         return 1
     log.info("worker %s started (pid %d)", os.environ.get(WORKER_ENV, "?"), os.getpid())
     await stop.wait()
+    grace = cfg.service.shutdown_timeout + 10.0
+
+    def _overdue() -> None:  # a component that does not finish shutting down must not keep the port
+        log.error("worker shutdown took over %.0fs; exiting now", grace)
+        os._exit(1)
+
+    loop.call_later(grace, _overdue)
     await svc.shutdown()
     return 0
 
