@@ -42,6 +42,7 @@ class NatsExporter(BaseExporter):
         self._nc: Any = None
         self._js: Any = None
         self._lock = asyncio.Lock()
+        self._connecting: asyncio.Task[None] | None = None
 
     async def _connection(self) -> Any:
         if self._js is not None and not self._nc.is_closed:
@@ -64,6 +65,10 @@ class NatsExporter(BaseExporter):
             return js
 
     async def open(self) -> None:
+        # connect in the background: a NATS server that is not up yet must not stop the collector starting
+        self._connecting = asyncio.create_task(self._connect_early())
+
+    async def _connect_early(self) -> None:
         try:
             await self._connection()
         except RetryableError as e:
@@ -85,6 +90,9 @@ class NatsExporter(BaseExporter):
             raise RetryableError(f"JetStream publish failed: {type(e).__name__}: {e}") from None
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            await asyncio.gather(self._connecting, return_exceptions=True)
         if self._nc is not None:
             nc, self._nc, self._js = self._nc, None, None
             try:
