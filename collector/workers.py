@@ -143,7 +143,7 @@ class Supervisor:
         if not live:
             return
         timeout = self.cfg.service.shutdown_timeout + 10.0
-        done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=timeout)
+        _done, pending = await asyncio.wait([asyncio.ensure_future(p.wait()) for p in live], timeout=timeout)
         for w in self.workers:
             if w.proc is not None and w.proc.returncode is None:
                 log.warning("worker %d did not stop in %.0fs; killing it", w.index, timeout)
@@ -312,7 +312,7 @@ async def _run_worker(cfg: CollectorConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     svc = Service(cfg)
-    svc.graph.host.reuse_port = True  # receivers bind with SO_REUSEPORT (receivers/otlp.py)
+    setattr(svc.graph.host, "reuse_port", True)  # receivers bind with SO_REUSEPORT (receivers/otlp.py)
     try:
         await svc.start()
     except Exception as e:  # noqa: BLE001

@@ -320,9 +320,9 @@ class LoadBalancingExporter:
             probe = self._probes.pop(ep, None)
             if probe is not None:
                 probe.cancel()
-            b = self.backends.pop(ep, None)
-            if b is not None:
-                self._spawn(self._retire(b))
+            gone = self.backends.pop(ep, None)
+            if gone is not None:
+                self._spawn(self._retire(gone))
         self.log.info("backends: %s (added %s, removed %s)", ", ".join(sorted(endpoints)) or "none",
                       ", ".join(sorted(added)) or "none", ", ".join(sorted(removed)) or "none")
 

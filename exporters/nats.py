@@ -20,7 +20,14 @@ from collector.config import Duration
 from collector.errors import RetryableError
 from collector.exporterhelper import BaseExporter, ExporterConfig
 from collector.pdata import Batch, Signal
-from exporters._jetstream import METADATA_PREFIX, NatsAuthConfig, StreamSettings, SubjectsConfig, connect, ensure_stream
+from exporters._jetstream import (
+    METADATA_PREFIX,
+    NatsAuthConfig,
+    StreamSettings,
+    SubjectsConfig,
+    connect,
+    ensure_stream,
+)
 
 __all__ = ["NatsExporterConfig", "NatsExporter"]
 

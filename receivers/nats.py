@@ -22,7 +22,14 @@ from collector.component import Consumer, CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.errors import RefusedError
 from collector.pdata import Batch, Signal
-from exporters._jetstream import METADATA_PREFIX, NatsAuthConfig, StreamSettings, SubjectsConfig, connect, ensure_stream
+from exporters._jetstream import (
+    METADATA_PREFIX,
+    NatsAuthConfig,
+    StreamSettings,
+    SubjectsConfig,
+    connect,
+    ensure_stream,
+)
 
 __all__ = ["NatsReceiverConfig", "NatsReceiver"]
 
