@@ -61,6 +61,7 @@ class NatsReceiver:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._closed = False
+        self._subscribed = False
 
     async def start(self) -> None:
         if self._task is None and not self._closed:
@@ -99,6 +100,7 @@ class NatsReceiver:
                     pass
                 delay = min(delay * 2, 5.0)
                 continue
+            self._subscribed = True
             self.log.info("consuming %s from stream %s", ", ".join(s.value for s, _ in subs),
                           self.config.stream.name)
             await asyncio.gather(*(self._fetch_loop(sig, sub) for sig, sub in subs))
@@ -176,8 +178,10 @@ class NatsReceiver:
         self._closed = True
         self._stopping.set()
         if self._task is not None:
-            # let the fetch loops finish what they hold (acked or nak'ed), then stop them
-            await asyncio.wait({self._task}, timeout=self.config.fetch_timeout + 5.0)
+            # let the fetch loops finish what they hold (acked or nak'ed), then stop them; still connecting:
+            # nothing is held, stop at once
+            grace = self.config.fetch_timeout + 5.0 if self._subscribed else 0.0
+            await asyncio.wait({self._task}, timeout=grace)
             if not self._task.done():
                 self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
