@@ -156,6 +156,11 @@ def check_collector_pod(pod_spec: dict[str, Any], configmap: str) -> dict[str, A
     sc = pod_spec["securityContext"]
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    # with a read-only root filesystem, /tmp (the workers supervisor's override files) must be a volume
+    if c["securityContext"].get("readOnlyRootFilesystem"):
+        assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+    for m in c["volumeMounts"]:
+        assert m["name"] in vols
     return cfg
 
 

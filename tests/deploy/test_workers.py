@@ -101,3 +101,25 @@ def test_merge_metrics_labels_every_sample_with_its_worker() -> None:
     assert 'x_total{exporter="f",worker="1"} 4.0' in text
     assert 'g{worker="0"} 1.0' in text
     assert text.count("# TYPE x_total counter") == 1
+
+
+async def test_file_storage_gives_each_worker_index_its_own_files(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from collector.component import ComponentID, CreateSettings, Kind
+    from collector.extensions.file_storage import FileStorage, FileStorageConfig
+
+    def storage() -> FileStorage:
+        return FileStorage(CreateSettings(ComponentID("file_storage"), Kind.EXTENSION),
+                           FileStorageConfig(directory=str(tmp_path / "q")))
+
+    monkeypatch.delenv("LLM_COLLECTOR_WORKER", raising=False)
+    single = storage().path_for("exporter", "otlp")
+    paths = {}
+    for i in ("0", "1", "0"):
+        monkeypatch.setenv("LLM_COLLECTOR_WORKER", i)
+        fs = storage()
+        await fs.start()
+        paths.setdefault(i, set()).add(fs.path_for("exporter", "otlp"))
+    assert single == str(tmp_path / "q" / "exporter_otlp.sqlite")
+    assert paths["0"] == {str(tmp_path / "q" / "worker-0" / "exporter_otlp.sqlite")}  # a successor: same file
+    assert paths["1"] == {str(tmp_path / "q" / "worker-1" / "exporter_otlp.sqlite")}
+    assert (tmp_path / "q" / "worker-1").is_dir()
