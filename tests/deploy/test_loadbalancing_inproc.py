@@ -173,3 +173,34 @@ async def test_a_lone_backend_is_never_marked_down_and_gets_its_data_when_back()
         await lb.shutdown()
         if rec is not None:
             await rec.shutdown()
+
+
+async def test_dns_changes_are_picked_up_every_interval() -> None:
+    ports = [free_port(), free_port()]
+    recs = [await backend(p) for p in ports]
+    lb = balancer(resolver={"dns": {"hostname": "localhost", "port": ports[0], "interval": "50ms"}})
+    answers = [{f"127.0.0.1:{ports[0]}"}]
+
+    async def fake_resolve() -> set[str] | None:  # stands in for the name server's changing answer
+        return answers[-1]
+
+    lb._resolve_dns = fake_resolve  # type: ignore[method-assign]
+    await lb.start()
+    try:
+        assert lb.ring.members == {f"127.0.0.1:{ports[0]}"}
+        answers.append({f"127.0.0.1:{p}" for p in ports})
+        await until(lambda: lb.ring.members == {f"127.0.0.1:{p}" for p in ports})
+        tids = [os.urandom(16) for _ in range(50)]
+        await lb.consume(traces(tids))
+        await until(lambda: recs[0][1].trace_ids() | recs[1][1].trace_ids() == set(tids))
+        assert recs[0][1].trace_ids() and recs[1][1].trace_ids()
+        answers.append({f"127.0.0.1:{ports[1]}"})
+        await until(lambda: lb.ring.members == {f"127.0.0.1:{ports[1]}"})
+        await until(lambda: f"127.0.0.1:{ports[0]}" not in lb.backends)
+        answers.append(None)  # a failed lookup keeps the backends
+        await asyncio.sleep(0.2)
+        assert lb.ring.members == {f"127.0.0.1:{ports[1]}"}
+    finally:
+        await lb.shutdown()
+        for r, _s in recs:
+            await r.shutdown()

@@ -182,3 +182,20 @@ def test_invalid_configs_name_the_path() -> None:
     for path in ("receivers::nats::durable", "receivers::nats::fetch_batch", "exporters::nats::stream::name",
                  "exporters::nats::stream::storage", "exporters::nats::subjects::traces"):
         assert path in joined
+
+
+async def test_client_metadata_travels_as_headers(server: NatsServer) -> None:
+    exp = exporter(server.url, include_metadata=True)
+    await exp.start()
+    b = span_batch(7)
+    b.metadata = {"x-tenant-id": "acme"}
+    await exp.consume(b)
+    await exp.shutdown()
+    sink = Sink()
+    rec = receiver(server.url, sink, include_metadata=True)
+    await rec.start()
+    try:
+        await wait_until(lambda: len(sink.got) == 1)
+        assert dict(sink.got[0].metadata) == {"x-tenant-id": "acme"}
+    finally:
+        await rec.shutdown()
