@@ -224,3 +224,9 @@ def test_embedded_configs_are_valid(configmap: str, monkeypatch: pytest.MonkeyPa
                    and registry.get(Kind.EXPORTER, re.search(r'unknown type "(\w+)"', err).group(1)) is None]
         assert missing == e.errors, e.errors
         assert all('unknown type "datadog"' in err for err in missing)
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "deploy" / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_configs_are_valid(example) -> None:  # type: ignore[no-untyped-def]
+    cfg = validate(yaml.safe_load(example.read_text()))
+    assert cfg.service.pipelines
