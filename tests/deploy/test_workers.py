@@ -123,3 +123,17 @@ async def test_file_storage_gives_each_worker_index_its_own_files(tmp_path: Path
     assert paths["0"] == {str(tmp_path / "q" / "worker-0" / "exporter_otlp.sqlite")}  # a successor: same file
     assert paths["1"] == {str(tmp_path / "q" / "worker-1" / "exporter_otlp.sqlite")}
     assert (tmp_path / "q" / "worker-1").is_dir()
+
+
+def test_workers_exit_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    col = CollectorProcess({
+        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"127.0.0.1:{port}"}}}},
+        "exporters": {"debug": {}},
+        "service": {"workers": 2, "pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["debug"]}}},
+    }, workdir=tmp_path).start()
+    ws = workers_of(col)
+    assert len(ws) == 2
+    col.kill()  # SIGKILL: no chance to stop the workers itself
+    _gone, alive = psutil.wait_procs(ws, timeout=15)  # the kernel sends them SIGTERM (parent-death signal)
+    assert not alive, "orphaned workers keep the ports"
