@@ -70,7 +70,8 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 class StrictModel(BaseModel):
     """Base for every config model: unknown keys are errors, defaults are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True,
+                              coerce_numbers_to_str=True)
 
 
 # --- env substitution -----------------------------------------------------------------------------------
@@ -110,7 +111,11 @@ def substitute_env(value: Any, path: str = "", warnings: list[str] | None = None
             typed = yaml.safe_load(out) if out else None
         except yaml.YAMLError:
             return out
-        if isinstance(typed, (int, float, bool)) and not isinstance(typed, str):
+        # only when the text is the value's plain spelling: "0123" (YAML 1.1 octal), "1:30" (sexagesimal),
+        # "yes" stay strings, so a secret made of digits is never silently changed
+        if isinstance(typed, bool) and out.strip().lower() in ("true", "false"):
+            return typed
+        if isinstance(typed, (int, float)) and not isinstance(typed, bool) and str(typed) == out.strip():
             return typed
         return out
     return out
@@ -261,6 +266,7 @@ def validate(doc: dict[str, Any]) -> CollectorConfig:
 
     service_doc = doc.get("service") or {}
     service = ServiceConfig()
+    service_doc_bad_pipelines = False
     if not isinstance(service_doc, dict):
         errors.append("service: must be a map")
     else:
@@ -268,8 +274,17 @@ def validate(doc: dict[str, Any]) -> CollectorConfig:
             service = ServiceConfig.model_validate(service_doc)
         except ValidationError as e:
             errors.extend(format_validation_error("service", e))
+            # keep checking the keys that are valid, so that every error is reported at once
+            bad = {str(err["loc"][0]) for err in e.errors() if err["loc"]}
+            partial = {k: v for k, v in service_doc.items() if k not in bad and k in ServiceConfig.model_fields}
+            try:
+                service = ServiceConfig.model_validate(partial)
+            except ValidationError:
+                service = ServiceConfig()
+            if "pipelines" in bad:
+                service_doc_bad_pipelines = True
 
-    errors.extend(_check_service(service, components, doc))
+    errors.extend(_check_service(service, components, doc, pipelines_invalid=service_doc_bad_pipelines))
     if errors:
         raise ConfigError(errors)
     return CollectorConfig(components=components, service=service, raw=doc, warnings=warnings)
@@ -281,13 +296,14 @@ def _configured(doc: dict[str, Any], kind: Kind, cid: str) -> bool:
 
 
 def _check_service(
-    service: ServiceConfig, comps: dict[Kind, dict[ComponentID, ComponentConfig]], doc: dict[str, Any]
+    service: ServiceConfig, comps: dict[Kind, dict[ComponentID, ComponentConfig]], doc: dict[str, Any],
+    pipelines_invalid: bool = False,
 ) -> list[str]:
     errors: list[str] = []
     for ext in service.extensions:
         if not _configured(doc, Kind.EXTENSION, ext):
             errors.append(f'service::extensions: references extension "{ext}" which is not configured')
-    if not service.pipelines:
+    if not service.pipelines and not pipelines_invalid:
         errors.append("service::pipelines: at least one pipeline is required")
     conn_as_exporter: dict[str, set[Signal]] = {}
     conn_as_receiver: dict[str, set[Signal]] = {}
@@ -345,4 +361,9 @@ def _check_service(
             errors.append(f'connectors::{name}: cannot consume {s.value}')
         for s in conn_as_receiver.get(name, set()) - cc.factory.out_signals:
             errors.append(f'connectors::{name}: cannot emit {s.value}')
+        # a connector config may check the pipelines it feeds (e.g. routing's table names)
+        check = getattr(cc.config, "check_output_pipelines", None)
+        if check is not None:
+            outs = [pid for pid, p in service.pipelines.items() if name in p.receivers]
+            errors.extend(check(f"connectors::{name}", outs))
     return errors

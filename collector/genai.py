@@ -19,27 +19,47 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 __all__ = [
-    "LLMCall",
-    "index",
-    "read",
-    "is_llm_span",
-    "is_content_key",
-    "is_content_event",
-    "content_keys",
+    "BUDGET",
     "CONTENT_EVENT_NAMES",
     "KEYS",
+    "REDACTION",
     "WRITE",
+    "LLMCall",
+    "content_keys",
+    "defer_wire_values",
+    "delete_key",
+    "field",
+    "fields",
+    "forget",
+    "index",
+    "indexes",
+    "is_content_event",
+    "is_content_event_attr",
+    "is_content_key",
+    "is_indexed",
+    "is_llm_span",
+    "put",
+    "read",
+    "read_cached",
+    "remember",
+    "remember_values",
+    "set_value",
+    "span_indexer",
+    "span_values",
+    "stored_values",
     "value_of",
+    "values_complete",
+    "vfield",
 ]
 
 # Where each field is read from, first match wins. The first name is the one we write ourselves.
 KEYS: dict[str, tuple[str, ...]] = {
     "operation": ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"),
     "provider": ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "litellm.provider",
-                 "metadata.custom_llm_provider"),
+                 "metadata.custom_llm_provider", "llm.vendor", "custom_llm_provider"),
     "request_model": ("gen_ai.request.model", "llm.model_name", "llm.request.model", "litellm.model",
                       "metadata.model_group"),
-    "response_model": ("gen_ai.response.model", "llm.response.model"),
+    "response_model": ("gen_ai.response.model", "llm.response.model", "litellm.response_model"),
     "input_tokens": ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt",
                      "llm.usage.prompt_tokens"),
     "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion",
@@ -53,20 +73,24 @@ KEYS: dict[str, tuple[str, ...]] = {
     "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
                          "llm.token_count.completion_details.reasoning", "llm.usage.reasoning_tokens"),
     "cost": ("gen_ai.usage.cost", "llm.cost.total", "litellm.response_cost", "metadata.response_cost",
-             "gen_ai.cost"),
-    "tenant": ("tenant.id", "tenant_id", "metadata.user_api_key_team_id", "metadata.tenant_id"),
+             "gen_ai.cost", "response_cost", "llm.usage.cost"),
+    "tenant": ("tenant.id", "tenant_id", "metadata.user_api_key_team_id", "metadata.tenant_id",
+               "metadata.user_api_key_org_id"),
     "feature": ("feature", "llm.feature", "metadata.feature"),
     "team": ("team", "metadata.user_api_key_team_alias"),
-    "user": ("user.id", "enduser.id", "metadata.user_api_key_user_id", "gen_ai.user.id", "llm.user"),
+    "user": ("user.id", "enduser.id", "metadata.user_api_key_user_id", "gen_ai.user.id", "llm.user",
+             "metadata.user_api_key_end_user_id", "metadata.end_user_id"),
     "session": ("session.id", "gen_ai.conversation.id", "metadata.session_id", "llm.session_id"),
     "status_code": ("http.response.status_code", "http.status_code", "llm.response.status_code"),
     "error_type": ("error.type", "exception.type", "llm.error.type"),
     "cache_hit": ("gen_ai.cache.hit", "llm.cache_hit", "metadata.cache_hit", "cache_hit"),
     "guardrail": ("llm.guardrail.triggered", "metadata.guardrail_status", "guardrail_status",
-                  "litellm.guardrail_status"),
+                  "litellm.guardrail_status", "metadata.guardrail_information", "guardrail_information",
+                  "litellm.guardrail_information", "masked_entity_count"),
     "routing": ("llm.routing.strategy", "metadata.routing_strategy", "gen_ai.routing"),
     "no_log": ("llm.no_log", "metadata.no-log", "no-log", "no_log"),
     "budget_exceeded": ("llm.budget.exceeded",),
+    "budget_crossed": ("llm.budget.crossed",),
     "finish_reason": ("gen_ai.response.finish_reasons", "llm.response.finish_reason"),
     "response_id": ("gen_ai.response.id",),
 }
@@ -93,6 +117,22 @@ for _field, _names in KEYS.items():
     for _n in _names:
         _FIELD_OF.setdefault(_n, _field)
 
+# Attributes the budget and redaction processors write (read by llm_alerts and exporters).
+BUDGET = {
+    "crossed": "llm.budget.crossed",
+    "key_name": "llm.budget.key_name",
+    "key": "llm.budget.key",
+    "spent_usd": "llm.budget.spent_usd",
+    "limit_usd": "llm.budget.limit_usd",
+    "exceeded": "llm.budget.exceeded",
+}
+REDACTION = {"count": "redaction.masked.count", "kinds": "redaction.masked.kinds"}
+
+# Every key :func:`index` keeps: the names read (KEYS) and the names written (WRITE, BUDGET, REDACTION), so
+# that the index also says whether a written key already exists.
+_INDEXED: frozenset[str] = frozenset(_FIELD_OF) | frozenset(WRITE.values()) | frozenset(BUDGET.values()) \
+    | frozenset(REDACTION.values())
+
 # --- content -----------------------------------------------------------------------------------------------
 _CONTENT_EXACT = frozenset({
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
@@ -112,7 +152,8 @@ _NOT_CONTENT_SUFFIX = re.compile(r"\.(role|finish_reason|index|id|type|name|tool
 CONTENT_EVENT_NAMES = frozenset({
     "gen_ai.system.message", "gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message",
     "gen_ai.choice", "gen_ai.client.inference.operation.details", "gen_ai.content.prompt",
-    "gen_ai.content.completion", "gen_ai.evaluation.result",
+    "gen_ai.content.completion", "gen_ai.evaluation.result", "gen_ai.prompt",
+    "gen_ai.completion",
 })
 
 
@@ -126,7 +167,28 @@ def is_content_key(key: str) -> bool:
 
 
 def is_content_event(name: str) -> bool:
-    return name in CONTENT_EVENT_NAMES
+    """Events (span events, or log records by event name) whose attributes / body carry content: the GenAI
+    ``gen_ai.<role>.message`` and ``gen_ai.choice`` events, and the older ``gen_ai.content.*`` ones."""
+    return name in CONTENT_EVENT_NAMES or (name.startswith("gen_ai.") and name.endswith(".message"))
+
+
+# In a content event, the attributes that describe rather than carry content.
+_EVENT_STRUCTURAL = frozenset({
+    "gen_ai.system", "gen_ai.provider.name", "role", "index", "finish_reason", "id", "type", "name",
+    "tool_call_id", "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "event.name",
+    "gen_ai.event.name", "gen_ai.evaluation.name", "gen_ai.evaluation.score.value", "gen_ai.evaluation.score.label",
+})
+
+
+def is_content_event_attr(key: str) -> bool:
+    """Within a content event, does this attribute carry content (``content``, ``message``, ``tool_calls``,
+    ``gen_ai.event.content``...) rather than describe it (``role``, ``index``, ``gen_ai.system``)?"""
+    return key not in _EVENT_STRUCTURAL
+
+
+def is_indexed(key: str) -> bool:
+    """Is ``key`` one that :func:`index` keeps (so an index tells whether a span has it)?"""
+    return key in _INDEXED
 
 
 def content_keys(attributes: Any) -> list[KeyValue]:
@@ -139,7 +201,7 @@ def index(*attribute_lists: Any) -> dict[str, KeyValue]:
     """One pass over the keys: the KeyValues whose key this module knows. Earlier lists win (span over
     resource), so pass ``span.attributes, resource.attributes``."""
     idx: dict[str, KeyValue] = {}
-    fo = _FIELD_OF
+    fo = _INDEXED
     for attrs in attribute_lists:
         for kv in attrs:
             k = kv.key
@@ -257,39 +319,96 @@ def outcome_of(span: Any, status_code: int | None, error_type: str | None) -> st
     return "success"
 
 
-def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | None = None) -> LLMCall:
-    """Everything this module knows about a span (span attributes win over resource attributes)."""
-    if idx is None:
-        idx = index(span.attributes, resource_attributes)
+_GUARDRAIL_WORDS = frozenset({"guardrail_intervened", "intervened", "blocked", "triggered", "flagged", "true",
+                              "1", "yes", "denied", "rejected"})
+
+
+def _guardrail(v: Any) -> bool:
+    """LiteLLM's guardrail fields: a status word, a count of masked entities, or the JSON list of
+    ``guardrail_information`` entries (``guardrail_status: guardrail_intervened``). ``success`` is a pass."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)):
+        return v > 0
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s[:1] in ("[", "{"):
+            return "intervened" in s or '"blocked"' in s
+        return s in _GUARDRAIL_WORDS
+    if isinstance(v, dict):
+        return any(_guardrail(x) for k, x in v.items() if k in ("guardrail_status", "status", "masked_entity_count"))
+    if isinstance(v, list):
+        return any(_guardrail(x) for x in v)
+    return False
+
+
+_RANK: dict[str, tuple[str, int]] = {}
+for _field, _names in KEYS.items():
+    for _i, _n in enumerate(_names):
+        _RANK.setdefault(_n, (_field, _i))
+
+
+def _best(own: dict[str, KeyValue], res: dict[str, KeyValue] | None) -> tuple[dict[str, Any], bool]:
+    """Field -> value of the highest-priority non-empty name; span attributes win over resource ones.
+    Also whether any guardrail field says triggered."""
+    best: dict[str, tuple[int, Any]] = {}
+    guard = False
+    rk = _RANK
+    for offset, d in ((0, own), (1000, res)):
+        if not d:
+            continue
+        for name, kv in d.items():
+            fr = rk.get(name)
+            if fr is None:
+                continue
+            field, rank = fr
+            rank += offset
+            if field == "guardrail":
+                if not guard:
+                    guard = _guardrail(value_of(kv.value))
+                continue
+            cur = best.get(field)
+            if cur is not None and cur[0] <= rank:
+                continue
+            val = value_of(kv.value)
+            if val is None or val == "":
+                continue
+            best[field] = (rank, val)
+    return {f: rv[1] for f, rv in best.items()}, guard
+
+
+def _call(span: Any, own: dict[str, KeyValue], res: dict[str, KeyValue] | None) -> LLMCall:
+    b, guard = _best(own, res)
+    g = b.get
     c = LLMCall()
-    op = _first(idx, "operation")
+    op = g("operation")
     c.operation = _OP_FROM_KIND.get(op, op) if isinstance(op, str) else None
-    c.provider = _str(_first(idx, "provider"))
-    c.request_model = _str(_first(idx, "request_model"))
-    c.response_model = _str(_first(idx, "response_model"))
-    c.input_tokens = _int(_first(idx, "input_tokens"))
-    c.output_tokens = _int(_first(idx, "output_tokens"))
+    c.provider = _str(g("provider"))
+    c.request_model = _str(g("request_model"))
+    c.response_model = _str(g("response_model"))
+    c.input_tokens = _int(g("input_tokens"))
+    c.output_tokens = _int(g("output_tokens"))
     if c.input_tokens is None and c.output_tokens is not None:
-        total = _int(_first(idx, "total_tokens"))
+        total = _int(g("total_tokens"))
         if total is not None:
             c.input_tokens = max(0, total - c.output_tokens)
-    c.cache_read_tokens = _int(_first(idx, "cache_read_tokens"))
-    c.cache_write_tokens = _int(_first(idx, "cache_write_tokens"))
-    c.reasoning_tokens = _int(_first(idx, "reasoning_tokens"))
-    c.cost = _num(_first(idx, "cost"))
-    c.tenant = _str(_first(idx, "tenant"))
-    c.feature = _str(_first(idx, "feature"))
-    c.team = _str(_first(idx, "team"))
-    c.user = _str(_first(idx, "user"))
-    c.session = _str(_first(idx, "session"))
-    c.status_code = _int(_first(idx, "status_code"))
-    c.error_type = _str(_first(idx, "error_type"))
+    c.cache_read_tokens = _int(g("cache_read_tokens"))
+    c.cache_write_tokens = _int(g("cache_write_tokens"))
+    c.reasoning_tokens = _int(g("reasoning_tokens"))
+    c.cost = _num(g("cost"))
+    c.tenant = _str(g("tenant"))
+    c.feature = _str(g("feature"))
+    c.team = _str(g("team"))
+    c.user = _str(g("user"))
+    c.session = _str(g("session"))
+    c.status_code = _int(g("status_code"))
+    c.error_type = _str(g("error_type"))
     c.outcome = outcome_of(span, c.status_code, c.error_type)
-    c.cache_hit = _truthy(_first(idx, "cache_hit"))
-    c.guardrail_triggered = _truthy(_first(idx, "guardrail"))
-    c.routing = _str(_first(idx, "routing"))
-    c.no_log = _truthy(_first(idx, "no_log"))
-    c.budget_exceeded = _truthy(_first(idx, "budget_exceeded"))
+    c.cache_hit = _truthy(g("cache_hit"))
+    c.guardrail_triggered = guard
+    c.routing = _str(g("routing"))
+    c.no_log = _truthy(g("no_log"))
+    c.budget_exceeded = _truthy(g("budget_exceeded"))
     if span.end_time_unix_nano and span.start_time_unix_nano:
         c.latency_ms = max(0, span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
     c.is_llm = bool(
@@ -299,5 +418,586 @@ def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | No
     return c
 
 
+def read(span: Any, resource_attributes: Any = (), idx: dict[str, KeyValue] | None = None) -> LLMCall:
+    """Everything this module knows about a span (span attributes win over resource attributes).
+
+    With ``idx`` (from :func:`index`) the attributes are not walked again."""
+    if idx is not None:
+        return _call(span, idx, None)
+    own = index(span.attributes)
+    res = index(resource_attributes) if resource_attributes else None
+    return _call(span, own, res)
+
+
+def field(own: dict[str, KeyValue], res: dict[str, KeyValue] | None, name: str) -> Any:
+    """The value of one field (``"request_model"``, ``"tenant"``...) from indexes, without reading others."""
+    for d in (own, res):
+        if not d:
+            continue
+        for key in KEYS[name]:
+            kv = d.get(key)
+            if kv is not None:
+                v = value_of(kv.value)
+                if v is not None and v != "":
+                    return v
+    return None
+
+
+# --- the shared pass --------------------------------------------------------------------------------------
+# Processors of one pipeline see the same request object one after the other. The first one that walks a
+# span's attributes (redaction does anyway) leaves the index here, and the next ones (cost, enrich, budget,
+# sampling...) look keys up in it instead of walking the attributes again. Writers keep it exact through
+# :func:`set_value` / :func:`delete_key`; a processor that changes attributes in other ways calls :func:`forget`.
+_CACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, KeyValue]]]]] = {}
+_CACHE_MAX = 8
+
+
+def _entry(request: Any) -> dict[int, tuple[Any, dict[str, KeyValue]]]:
+    rid = id(request)
+    e = _CACHE.get(rid)
+    if e is not None and e[0] is request:
+        return e[1]
+    if len(_CACHE) >= _CACHE_MAX:
+        del _CACHE[next(iter(_CACHE))]
+    d: dict[int, tuple[Any, dict[str, KeyValue]]] = {}
+    _CACHE[rid] = (request, d)
+    return d
+
+
+def indexes(request: Any, span: Any, resource: Any = None) -> tuple[dict[str, KeyValue], dict[str, KeyValue]]:
+    """(span index, resource index) for a span of ``request``: from the shared cache, or built (one pass
+    over the keys) and cached. ``resource`` is the span's ``Resource`` message (``rs.resource``)."""
+    e = _entry(request)
+    got = e.get(id(span))
+    if got is not None and got[0] is span:
+        own = got[1]
+    else:
+        own = index(span.attributes)
+        e[id(span)] = (span, own)
+    if resource is None:
+        return own, {}
+    got = e.get(id(resource))
+    if got is not None and got[0] is resource:
+        return own, got[1]
+    res = index(resource.attributes)
+    e[id(resource)] = (resource, res)
+    return own, res
+
+
+def span_indexer(request: Any) -> Any:
+    """A function ``span -> span index`` for the spans of ``request``, through the shared cache: the cheap
+    form of :func:`indexes` for a processor's loop over one request (no resource index)."""
+    e = _entry(request)
+    get = e.get
+
+    def own_index(span: Any) -> dict[str, KeyValue]:
+        got = get(id(span))
+        if got is not None and got[0] is span:
+            return got[1]
+        idx = index(span.attributes)
+        e[id(span)] = (span, idx)
+        return idx
+
+    return own_index
+
+
+def remember(request: Any, item: Any, idx: dict[str, KeyValue]) -> None:
+    """Store an index built by a processor's own walk over ``item.attributes`` (span or resource)."""
+    _entry(request)[id(item)] = (item, idx)
+
+
+def forget(request: Any) -> None:
+    """Drop the shared indexes of a request (after changes not made through :func:`set_value`)."""
+    _CACHE.pop(id(request), None)
+    _VCACHE.pop(id(request), None)
+    _PENDING.pop(id(request), None)
+
+
+def read_cached(request: Any, span: Any, resource: Any = None) -> LLMCall:
+    """:func:`read` through the shared indexes."""
+    own, res = indexes(request, span, resource)
+    return _call(span, own, res)
+
+
+def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value: Any, request: Any = None,
+              span: Any = None) -> None:
+    """Upsert ``key`` in a repeated KeyValue field, keeping ``idx`` (its index) exact. For keys this module
+    indexes the index says whether the key exists, so no walk is needed. With ``request`` and ``span`` the
+    span's cached values (:func:`span_values`) are kept exact too."""
+    if request is not None and key in _INDEXED:
+        vals = stored_values(request, span)
+        if vals is not None:
+            vals[key] = value
+    if idx is not None and key in _INDEXED:
+        kv = idx.get(key)
+        if kv is None:
+            kv = attributes.add()
+            kv.key = key
+            idx[key] = kv
+        _to_any(value, kv.value)
+        return
+    for kv in attributes:
+        if kv.key == key:
+            _to_any(value, kv.value)
+            return
+    kv = attributes.add()
+    kv.key = key
+    _to_any(value, kv.value)
+
+
+def delete_key(attributes: Any, idx: dict[str, KeyValue] | None, key: str) -> bool:
+    """Remove ``key`` from a repeated KeyValue field (and from ``idx``); True if it was there."""
+    for i, kv in enumerate(attributes):
+        if kv.key == key:
+            del attributes[i]
+            if idx is not None:
+                idx.pop(key, None)
+            return True
+    return False
+
+
+def _to_any(value: Any, av: AnyValue) -> None:
+    if isinstance(value, bool):
+        av.bool_value = value
+    elif isinstance(value, int):
+        av.int_value = value
+    elif isinstance(value, float):
+        av.double_value = value
+    elif isinstance(value, str):
+        av.string_value = value
+    else:
+        from collector.pdata import python_to_anyvalue
+        python_to_anyvalue(value, av)
+
+
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
     return read(span, resource_attributes).is_llm
+
+
+# --- values from the wire --------------------------------------------------------------------------------
+# Walking a span's attributes in Python costs ~0.2-1 µs per attribute with the upb backend, so the processors
+# after redaction read the indexed keys from the serialised request instead: one Hyperscan scan for the
+# encodings of every indexed key (``\x0a <len> key \x12``), then the value that follows each hit is decoded
+# in place. The result, per span, is a dict of Python values of the indexed keys (span attributes only).
+# Writers keep it exact with :func:`put`. Without Hyperscan the values come from a walk.
+import os
+import struct as _struct
+from bisect import bisect_right as _bisect_right
+
+_hs: Any
+try:  # pragma: no cover - depends on the platform
+    import hyperscan as _hs
+except ImportError:  # pragma: no cover
+    _hs = None
+
+_KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
+_KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
+_unpack_d = _struct.Struct("<d").unpack_from
+_KEY_DB: Any = None
+_VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
+WIRE_VALUES = os.environ.get("LLM_COLLECTOR_WIRE_VALUES", "1") != "0"
+
+
+def key_patterns() -> list[bytes]:
+    """Hyperscan expressions for the wire encoding of each indexed key, id = position in ``_KEY_LIST``."""
+    out = []
+    for k in _KEY_LIST:
+        kb = k.encode()
+        esc = b"".join(b"\\x%02x" % c for c in kb)
+        # a pure literal (Hyperscan's fastest matcher on every CPU); whether the KeyValue is one of the span's
+        # own attributes (tag 0x4a before its length) is checked when decoding
+        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+    return out
+
+
+def _key_db() -> Any:
+    global _KEY_DB
+    if _KEY_DB is None and _hs is not None:
+        pats = key_patterns()
+        db = _hs.Database()
+        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
+        _KEY_DB = db
+    return _KEY_DB
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    x = 0
+    shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        x |= (c & 0x7F) << shift
+        if c < 0x80:
+            return x, i
+        shift += 7
+
+
+def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
+    """(field number, value start, value end) of the length-delimited fields of one serialised message."""
+    out = []
+    while i < end:
+        tag = b[i]
+        if tag < 0x80:
+            i += 1
+        else:
+            tag, i = _varint(b, i)
+        w = tag & 7
+        if w == 2:
+            ln = b[i]
+            if ln < 0x80:
+                i += 1
+            else:
+                ln, i = _varint(b, i)
+            out.append((tag >> 3, i, i + ln))
+            i += ln
+        elif w == 0:
+            _, i = _varint(b, i)
+        elif w == 1:
+            i += 8
+        elif w == 5:
+            i += 4
+        else:
+            raise ValueError("unsupported wire type")
+    if i != end:
+        raise ValueError("truncated message")
+    return out
+
+
+def wire_layout(data: bytes) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] | None:
+    """Byte ranges in a serialised trace or logs export request: per resource_spans / resource_logs, the
+    range of its resource and of each span / log record, in message order. None if the bytes are not
+    such a request."""
+    try:
+        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
+        for f, s, e in wire_fields(data, 0, len(data)):
+            if f != 1:
+                continue
+            res: tuple[int, int] | None = None
+            items: list[tuple[int, int]] = []
+            for f2, s2, e2 in wire_fields(data, s, e):
+                if f2 == 1:
+                    res = (s2, e2)
+                elif f2 == 2:
+                    for f3, s3, e3 in wire_fields(data, s2, e2):
+                        if f3 == 2:
+                            items.append((s3, e3))
+            out.append((res, items))
+        return out
+    except (IndexError, ValueError):
+        return None
+
+
+def _decode_value(b: bytes, i: int) -> Any:
+    """The Python value of the AnyValue whose length prefix starts at ``b[i]``."""
+    ln, i = _varint(b, i)
+    if ln == 0:
+        return None
+    tag = b[i]
+    if tag == 0x0A:
+        n, j = _varint(b, i + 1)
+        return b[j:j + n].decode("utf-8", "replace")
+    if tag == 0x18:
+        v, _ = _varint(b, i + 1)
+        return v - (1 << 64) if v >= 1 << 63 else v
+    if tag == 0x21:
+        return _struct.unpack_from("<d", b, i + 1)[0]
+    if tag == 0x10:
+        v, _ = _varint(b, i + 1)
+        return bool(v)
+    av = AnyValue()
+    av.ParseFromString(b[i:i + ln])
+    return value_of(av)
+
+
+def key_hits(data: bytes) -> list[tuple[int, int]] | None:
+    """(end offset, key id) of every indexed-key encoding in ``data``, sorted; None without Hyperscan."""
+    db = _key_db()
+    if db is None:
+        return None
+    hits: list[tuple[int, int]] = []
+    add = hits.append
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add((t, i)))
+    hits.sort()
+    return hits
+
+
+def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
+                      skip: set[int] | frozenset[int] = frozenset(),
+                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
+    """Decode the values of the key ``hits`` (end offset, key id) in ``data`` (the serialised form of
+    ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
+    left alone."""
+    e = _ventry(request)
+    keys = _KEY_LIST
+    starts: list[int] = []
+    ends: list[int] = []
+    for _res, items in layout:
+        for s, t in items:
+            starts.append(s)
+            ends.append(t)
+    per: list[dict[str, Any]] = [{} for _ in starts]
+    klen = _KEY_LEN
+    for t, kid in hits:
+        j = _bisect_right(starts, t) - 1
+        if j < 0 or t > ends[j]:
+            continue
+        # only the span's own attributes (Span field 9, tag 0x4a), not event / link / kvlist keys: the
+        # KeyValue's length prefix (1 or 2 bytes) must follow a 0x4a tag
+        k0 = t - klen[kid]
+        if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
+                or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
+            continue
+        # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
+        ln = data[t]
+        if 2 < ln < 0x80:
+            tag = data[t + 1]
+            if tag == 0x0A:
+                n = data[t + 2]
+                if n < 0x80:
+                    per[j][keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
+                    continue
+            elif tag == 0x21 and ln == 9:
+                per[j][keys[kid]] = _unpack_d(data, t + 2)[0]
+                continue
+            elif tag == 0x18:
+                b0 = data[t + 2]
+                if b0 < 0x80:
+                    per[j][keys[kid]] = b0
+                    continue
+                b1 = data[t + 3]
+                if b1 < 0x80:
+                    per[j][keys[kid]] = (b0 & 0x7F) | (b1 << 7)
+                    continue
+        try:
+            per[j][keys[kid]] = _decode_value(data, t)
+        except (IndexError, ValueError, _struct.error):
+            continue
+    k = 0
+    for rs, (_res, items) in zip(request.resource_spans, layout):
+        n_items = len(items)
+        if sum(len(ss.spans) for ss in rs.scope_spans) != n_items:
+            k += n_items
+            continue  # bytes and message disagree: these spans are walked on demand
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                sid = id(span)
+                if sid not in skip:
+                    vals = per[k]
+                    if overrides:
+                        ov = overrides.get(sid)
+                        if ov:
+                            for key, val in ov.items():
+                                if val is None:
+                                    vals.pop(key, None)
+                                else:
+                                    vals[key] = val
+                    e[sid] = (span, vals)
+                k += 1
+    e[-1] = (None, {})
+
+
+_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
+
+
+def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]] | None,
+                      layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int],
+                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
+    """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
+    (whose values it stored), for :func:`span_values` to scan (unless ``hits`` are given) and decode only if
+    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted)."""
+    if len(_PENDING) >= _CACHE_MAX:
+        del _PENDING[next(iter(_PENDING))]
+    _PENDING[id(request)] = (request, data, hits, layout, skip, overrides or {})
+
+
+def _ventry(request: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
+    rid = id(request)
+    got = _VCACHE.get(rid)
+    if got is not None and got[0] is request:
+        return got[1]
+    if len(_VCACHE) >= _CACHE_MAX:
+        del _VCACHE[next(iter(_VCACHE))]
+    d: dict[int, tuple[Any, dict[str, Any]]] = {}
+    _VCACHE[rid] = (request, d)
+    return d
+
+
+def values_from_index(idx: dict[str, KeyValue]) -> dict[str, Any]:
+    return {k: value_of(kv.value) for k, kv in idx.items()}
+
+
+def remember_values(request: Any, span: Any, values: dict[str, Any]) -> None:
+    """Store the values of one span (e.g. after a processor walked and changed it)."""
+    _ventry(request)[id(span)] = (span, values)
+
+
+def stored_values(request: Any, span: Any) -> dict[str, Any] | None:
+    """The values stored for a span, if any (no wire pass, no walk)."""
+    got = _VCACHE.get(id(request))
+    if got is None or got[0] is not request:
+        return None
+    v = got[1].get(id(span))
+    return v[1] if v is not None and v[0] is span else None
+
+
+def values_complete(request: Any) -> None:
+    """Say that every span of ``request`` has its values stored (no wire pass needed)."""
+    _ventry(request)[-1] = (None, {})
+
+
+def span_values(batch: Any) -> Any:
+    """A function ``span -> {indexed key: Python value}`` for the spans of a trace batch. Built for the
+    whole request at the first call (one scan of the serialised request), cached for later processors."""
+    req = batch.request
+    e = _ventry(req)
+    pending = _PENDING.pop(id(req), None)
+    if pending is not None and pending[0] is req and -1 not in e:
+        hits = pending[2] if pending[2] is not None else key_hits(pending[1])
+        if hits is not None:
+            store_wire_values(req, pending[1], hits, pending[3], pending[4], pending[5])
+    elif -1 not in e and WIRE_VALUES and _hs is not None and len(req.resource_spans):
+        data = batch.to_bytes()
+        hits = key_hits(data)
+        layout = wire_layout(data)
+        if hits is not None and layout is not None:
+            store_wire_values(req, data, hits, layout)
+    e[-1] = (None, {})  # the wire pass is done for this request
+    get = e.get
+
+    def values(span: Any) -> dict[str, Any]:
+        got = get(id(span))
+        if got is not None and got[0] is span:
+            return got[1]
+        vals = values_from_index(index(span.attributes))
+        e[id(span)] = (span, vals)
+        return vals
+
+    return values
+
+
+def vfield(values: dict[str, Any], name: str) -> Any:
+    """One field (``"request_model"``, ``"tenant"``...) from a values dict: the first non-empty name."""
+    for key in KEYS[name]:
+        v = values.get(key)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name."""
+    out: dict[str, Any] = {}
+    rank: dict[str, int] = {}
+    rk = _RANK
+    for name, v in values.items():
+        fr = rk.get(name)
+        if fr is None or v is None or v == "":
+            continue
+        f, r = fr
+        if f not in rank or r < rank[f]:
+            rank[f] = r
+            out[f] = v
+    return out
+
+
+def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
+        span: Any = None) -> None:
+    """Upsert an indexed ``key`` and keep ``values`` exact: a new key is appended without a walk. With
+    ``request`` and ``span``, a KeyValue index cached for the span is kept exact too."""
+    if key in values:
+        for kv in attributes:
+            if kv.key == key:
+                break
+        else:
+            kv = attributes.add()
+            kv.key = key
+    else:
+        kv = attributes.add()
+        kv.key = key
+        if request is not None:
+            ent = _CACHE.get(id(request))
+            if ent is not None and ent[0] is request:
+                got = ent[1].get(id(span))
+                if got is not None and got[0] is span:
+                    got[1][key] = kv
+    if type(value) is float:
+        kv.value.double_value = value
+    else:
+        _to_any(value, kv.value)
+    values[key] = value
+
+
+# --- content direction (added for exporters that show prompts and completions separately) ------------------
+_INPUT_EXACT = frozenset({
+    "gen_ai.input.messages", "gen_ai.system_instructions", "gen_ai.prompt", "gen_ai.content.prompt",
+    "gen_ai.tool.call.arguments", "gen_ai.tool.definitions", "input.value", "llm.prompts",
+    "llm.input_messages", "llm.tools", "llm.prompt_template.variables", "tool.parameters",
+    "traceloop.entity.input", "metadata.messages", "litellm.messages",
+})
+_OUTPUT_EXACT = frozenset({
+    "gen_ai.output.messages", "gen_ai.completion", "gen_ai.content.completion", "gen_ai.tool.call.result",
+    "output.value", "llm.output_messages", "traceloop.entity.output", "metadata.response", "litellm.response",
+})
+_INPUT_PREFIXES = ("gen_ai.prompt.", "llm.input_messages.", "llm.prompts.", "gen_ai.input.messages.", "llm.tools.")
+_OUTPUT_PREFIXES = ("gen_ai.completion.", "llm.output_messages.", "gen_ai.output.messages.")
+
+
+def content_direction(key: str) -> str | None:
+    """``"input"`` (prompt side), ``"output"`` (completion side) or None, for an attribute key of the
+    content conventions. Structural keys of indexed messages (``gen_ai.prompt.0.role``) have a direction too,
+    so that messages can be put back together; :func:`is_content_key` says which keys carry content."""
+    if key in _INPUT_EXACT or key.startswith(_INPUT_PREFIXES):
+        return "input"
+    if key in _OUTPUT_EXACT or key.startswith(_OUTPUT_PREFIXES):
+        return "output"
+    return None
+
+
+__all__ += ["content_direction"]
+
+
+# --- request parameters (added for exporters that show them, e.g. Langfuse's model parameters) -------------
+_PARAM_KEYS: dict[str, tuple[str, ...]] = {
+    "temperature": ("gen_ai.request.temperature", "llm.request.temperature", "llm.temperature"),
+    "top_p": ("gen_ai.request.top_p", "llm.request.top_p", "llm.top_p"),
+    "top_k": ("gen_ai.request.top_k", "llm.top_k"),
+    "max_tokens": ("gen_ai.request.max_tokens", "llm.request.max_tokens", "llm.max_tokens"),
+    "frequency_penalty": ("gen_ai.request.frequency_penalty", "llm.frequency_penalty"),
+    "presence_penalty": ("gen_ai.request.presence_penalty", "llm.presence_penalty"),
+    "seed": ("gen_ai.request.seed",),
+    "stop": ("gen_ai.request.stop_sequences", "llm.chat.stop_sequences"),
+    "stream": ("llm.is_streaming", "gen_ai.request.stream"),
+}
+_PARAM_OF = {name: param for param, names in _PARAM_KEYS.items() for name in names}
+
+
+def model_parameters(*attribute_lists: Any) -> dict[str, Any]:
+    """The request parameters of an LLM call (temperature, top_p, max_tokens, ...), by their short names;
+    OpenInference's ``llm.invocation_parameters`` (a JSON object) fills in what the others do not say."""
+    out: dict[str, Any] = {}
+    invocation: Any = None
+    for attrs in attribute_lists:
+        for kv in attrs:
+            param = _PARAM_OF.get(kv.key)
+            if param is not None and param not in out:
+                v = value_of(kv.value)
+                if v is not None and v != "":
+                    out[param] = v
+            elif kv.key == "llm.invocation_parameters" and invocation is None:
+                invocation = value_of(kv.value)
+    if isinstance(invocation, str):
+        import json
+
+        try:
+            invocation = json.loads(invocation)
+        except ValueError:
+            invocation = None
+    if isinstance(invocation, dict):
+        for k, v in invocation.items():
+            if isinstance(v, (str, int, float, bool)) and k not in out:
+                out[k] = v
+    return out
+
+
+__all__ += ["model_parameters"]

@@ -138,6 +138,12 @@ class Batch:
             self._raw = self._request.SerializeToString()
         return self._raw
 
+    @property
+    def has_bytes(self) -> bool:
+        """True when the serialised form is at hand (nothing changed the request since it was received or
+        last serialised), so :meth:`to_bytes` costs nothing."""
+        return self._raw is not None
+
     def modified(self) -> None:
         """Call after changing the request in place: drops the cached bytes and item count."""
         self._raw = None
@@ -152,6 +158,16 @@ class Batch:
         """An independent copy, for fan-out to several pipelines that may each change it."""
         raw = self.to_bytes()
         return Batch(self.signal, None, raw=raw, metadata=self.metadata, received_ns=self.received_ns)
+
+    def release_request(self) -> None:
+        """Drop the parsed request, keeping the bytes and the item count, when the bytes are current.
+
+        For holders of read-only batches (an exporter's in-memory queue, after the fan-out): a 1 MB request
+        takes ~1.7 MB more parsed. The request is parsed again on first use. Never call it while a processor
+        may still hold references into the parsed request."""
+        if self._raw is not None and self._request is not None:
+            self.item_count()
+            self._request = None
 
     def __repr__(self) -> str:
         return f"Batch({self.signal.value}, items={self.item_count()})"

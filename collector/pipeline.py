@@ -18,7 +18,7 @@ from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.pdata import Batch, Signal
 
-__all__ = ["Fanout", "Graph", "Host"]
+__all__ = ["Fanout", "Graph", "Host", "ReleaseAfterExport"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,22 @@ class Fanout:
 
 def fanout(consumers: Sequence[Consumer], copy: bool = False) -> Consumer:
     return consumers[0] if len(consumers) == 1 else Fanout(consumers, copy)
+
+
+class ReleaseAfterExport:
+    """The end of a pipeline whose outputs are all exporters: once every exporter has taken the batch (queued
+    or sent it), the batch is read-only, so its parsed form is dropped while the bytes wait in the queues
+    (``Batch.release_request``: ~1.7 MB less per queued 1 MB request). An exporter that needs the parsed
+    request parses it again on first use (once per batch, shared by the exporters)."""
+
+    def __init__(self, inner: Consumer) -> None:
+        self.inner = inner
+
+    async def consume(self, batch: Batch) -> None:
+        try:
+            await self.inner.consume(batch)
+        finally:
+            batch.release_request()
 
 
 class Host:
@@ -135,6 +151,9 @@ class Graph:
         for e in p.exporters:
             outs.append(self._connector(e) if self._is_connector(e) else self.exporters[e])
         nxt = fanout(outs)
+        if not any(self._is_connector(e) for e in p.exporters):
+            # connectors may pass the same batch on to processors that keep references into it
+            nxt = ReleaseAfterExport(nxt)
         for name in reversed(p.processors):
             cc = self.config.get(Kind.PROCESSOR, ComponentID.parse(name))
             s = self._settings(Kind.PROCESSOR, name, signal=sig, pipeline=pid, next=nxt)

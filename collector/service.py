@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from collector.config import CollectorConfig
+from collector.errors import ConfigError
 from collector.pipeline import Graph
 from collector.telemetry import serve_metrics
 
@@ -25,7 +26,11 @@ class Service:
     async def start(self) -> None:
         addr = self.config.service.telemetry.metrics
         if addr.level != "none" and addr.address:
-            self._metrics_server = serve_metrics(addr.address)
+            try:
+                self._metrics_server = serve_metrics(addr.address)
+            except OSError as e:
+                raise RuntimeError(f"service::telemetry::metrics: cannot listen on {addr.address}: "
+                                   f"{e.strerror or e}") from None
         await self.graph.start()
 
     async def shutdown(self) -> None:
@@ -45,7 +50,12 @@ async def run(config: CollectorConfig, stop: asyncio.Event | None = None) -> int
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
-    svc = Service(config)
+    try:
+        svc = Service(config)
+    except ConfigError as e:
+        for line in e.errors:
+            log.error("invalid configuration: %s", line)
+        return 1
     try:
         await svc.start()
     except Exception as e:  # noqa: BLE001

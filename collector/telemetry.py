@@ -30,6 +30,7 @@ __all__ = [
     "exporter_send_failed",
     "exporter_enqueue_failed",
     "exporter_dropped",
+    "exporter_rejected",
     "exporter_queue_size",
     "exporter_queue_capacity",
     "processor_incoming",
@@ -68,6 +69,12 @@ exporter_dropped = Counter(
     "otelcol_exporter_dropped_items",
     "Items removed from an exporter's queue without being sent, by reason.",
     ["exporter", "data_type", "reason"],
+    registry=REGISTRY,
+)
+exporter_rejected = Counter(
+    "otelcol_exporter_rejected_items",
+    "Items a backend rejected in a partial success answer (OTLP partial_success).",
+    ["exporter", "data_type"],
     registry=REGISTRY,
 )
 exporter_queue_size = Gauge(

@@ -21,6 +21,7 @@ from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from isal import isal_zlib
 from pydantic import Field, model_validator
 
 from collector import telemetry as tm
@@ -135,6 +136,9 @@ class OtlpReceiver:
                 detail = AnyProto()
                 detail.Pack(info)
                 st = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=str(e), details=[detail])
+                # RetryInfo goes in the status details only, as the spec says. Not also in the
+                # `google.rpc.retryinfo-bin` trailer: the Python SDK would then retry at this fixed delay and
+                # give up after six tries, where its own jittered exponential backoff waits about 30 s.
                 await context.abort_with_status(rpc_status.to_status(st))
             except PermanentError as e:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
@@ -159,9 +163,13 @@ class OtlpReceiver:
                 (grpc.method_handlers_generic_handler(_SERVICES[signal], {"Export": self._grpc_handler(signal)}),)
             )
         host, port = _host_port(cfg.endpoint)
-        bound = server.add_insecure_port(f"{host}:{port}")
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError:
+            bound = 0
         if not bound:
-            raise RuntimeError(f"cannot listen on {cfg.endpoint}")
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/gRPC): address already in use or not "
+                               "available")
         self.grpc_port = bound
         await server.start()
         self._grpc = server
@@ -194,10 +202,10 @@ class OtlpReceiver:
                 return error(413, code_pb2.INVALID_ARGUMENT, f"request body over {limit} bytes", proto)
             enc = request.headers.get("Content-Encoding", "").lower().strip()
             if enc in ("gzip", "deflate", "zlib"):
-                d = zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
+                d = isal_zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
                 try:
                     out = d.decompress(body, limit + 1)
-                except zlib.error as e:
+                except (zlib.error, isal_zlib.error) as e:
                     return error(400, code_pb2.INVALID_ARGUMENT, f"invalid {enc} body: {e}", proto)
                 if len(out) > limit or d.unconsumed_tail:
                     return error(413, code_pb2.INVALID_ARGUMENT,
@@ -213,7 +221,7 @@ class OtlpReceiver:
                     batch = Batch.from_bytes(signal, body, metadata=md, received_ns=time.time_ns())
                 else:
                     batch = Batch(signal, from_otlp_json(signal, body), metadata=md, received_ns=time.time_ns())
-            except (DecodeError, ValueError, json_format.ParseError) as e:
+            except (DecodeError, ValueError, json_format.ParseError, RecursionError) as e:
                 return error(400, code_pb2.INVALID_ARGUMENT, f"cannot decode {signal.value} request: {e}", proto)
             try:
                 await self._push(signal, batch, "http")
@@ -271,16 +279,25 @@ class OtlpReceiver:
         app = web.Application(client_max_size=cfg.max_request_body_size, middlewares=middlewares)
         paths = {Signal.TRACES: cfg.traces_url_path, Signal.METRICS: cfg.metrics_url_path,
                  Signal.LOGS: cfg.logs_url_path}
+        async def preflight(_request: web.Request) -> web.StreamResponse:
+            return web.Response(status=204)  # the CORS middleware adds the headers for allowed origins
+
         for signal in self.consumers:
             app.router.add_post(paths[signal], self._http_handler(signal, cfg))
             if cfg.cors and cfg.cors.allowed_origins:
-                app.router.add_route("OPTIONS", paths[signal], lambda r: web.Response(status=204))
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                app.router.add_route("OPTIONS", paths[signal], preflight)
+        # we decompress ourselves (isal, with the size limit applied to the output: gzip bombs get 413)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, auto_decompress=False,
+                               shutdown_timeout=5.0)
         await runner.setup()
         host, port = _host_port(cfg.endpoint)
         reuse = bool(getattr(self.settings.host, "reuse_port", False))
         site = web.TCPSite(runner, host, port, reuse_port=reuse or None)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise RuntimeError(f"cannot listen on {cfg.endpoint} (OTLP/HTTP): {e.strerror or e}") from None
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = server.sockets[0].getsockname()[1]
@@ -298,10 +315,17 @@ class OtlpReceiver:
             await self.shutdown()
             raise
 
+    def _grace(self) -> float:
+        """Time in-flight requests get to finish: 5 s, less if the service's shutdown deadline is nearer."""
+        deadline = getattr(self.settings.host, "shutdown_deadline", None)
+        if deadline is None:
+            return 5.0
+        return max(0.0, min(5.0, (deadline - time.monotonic()) / 2))
+
     async def shutdown(self) -> None:
         if self._grpc is not None:
             server, self._grpc = self._grpc, None
-            await server.stop(grace=5.0)
+            await server.stop(grace=self._grace())
         if self._http is not None:
             runner, self._http = self._http, None
             await runner.cleanup()
@@ -309,5 +333,6 @@ class OtlpReceiver:
 
 FACTORIES = [
     Factory("otlp", Kind.RECEIVER, OtlpReceiverConfig, OtlpReceiver,
-            description="OTLP over gRPC and HTTP (protobuf and JSON)"),
+            description="OTLP over gRPC and HTTP (protobuf and JSON)",
+            example={"protocols": {"grpc": {"endpoint": "localhost:4317"}, "http": {"endpoint": "localhost:4318"}}}),
 ]

@@ -57,6 +57,9 @@ class CollectorProcess:
     ``start()`` waits until the health check answers 200. ``stop()`` sends SIGTERM, ``kill()`` SIGKILL.
     """
 
+    module = "collector"
+    """The module run with ``python -m`` (tests may use a launcher that registers test components)."""
+
     def __init__(self, config: dict[str, Any] | str, workdir: str | Path | None = None,
                  env: dict[str, str] | None = None) -> None:
         cfg = yaml.safe_load(config) if isinstance(config, str) else json.loads(json.dumps(config))
@@ -85,7 +88,7 @@ class CollectorProcess:
     def start(self, timeout: float = 20.0) -> "CollectorProcess":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", "run", "--config", str(self.config_path)],
+            [sys.executable, "-m", self.module, "run", "--config", str(self.config_path)],
             cwd=self.workdir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

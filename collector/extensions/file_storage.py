@@ -1,5 +1,9 @@
 """Extension `file_storage`: a directory where components keep state on disk (persistent queues, tail
-sampling buffers, budget sums). Each component gets its own file via :meth:`FileStorage.path_for`."""
+sampling buffers, budget sums). Each component gets its own file via :meth:`FileStorage.path_for`.
+
+Exporters whose ``sending_queue.storage`` names this extension share one SQLite database in WAL mode
+(:meth:`FileStorage.queue_store`), one logical queue per exporter; ``fsync: true`` makes every commit
+durable against power loss (``synchronous=FULL``), the default survives a process crash (``NORMAL``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pydantic import Field
 
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
+from collector.queue import SqliteStore
 
 __all__ = ["FileStorageConfig", "FileStorage"]
 
@@ -31,6 +36,16 @@ class FileStorage:
         if worker:
             self.directory = os.path.join(config.directory, f"worker-{worker}")
         self.fsync = config.fsync
+        self._store: SqliteStore | None = None
+
+    def queue_store(self) -> SqliteStore:
+        """The shared database of the exporters' persistent queues (opened on first use)."""
+        if self._store is None:
+            store = SqliteStore(self.path_for("exporter", "sending_queues"), fsync=self.fsync,
+                                timeout=self.config.timeout, compaction_interval=self.config.compaction_interval)
+            store.open()
+            self._store = store
+        return self._store
 
     def path_for(self, kind: str, component_id: str, name: str = "") -> str:
         """A file path unique to one component (e.g. ``exporter_otlp_backend.sqlite``)."""
@@ -46,7 +61,9 @@ class FileStorage:
             os.makedirs(self.directory, exist_ok=True)
 
     async def shutdown(self) -> None:
-        return None
+        if self._store is not None:
+            store, self._store = self._store, None
+            store.close()
 
 
 FACTORIES = [

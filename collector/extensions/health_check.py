@@ -24,7 +24,7 @@ class HealthCheckConfig(StrictModel):
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
-    return (host or "0.0.0.0"), int(port)
+    return (host.strip("[]") or "0.0.0.0"), int(port)
 
 
 class HealthCheck:
@@ -61,7 +61,11 @@ class HealthCheck:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = split_endpoint(self.config.endpoint)
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as e:
+            await runner.cleanup()
+            raise RuntimeError(f"cannot listen on {self.config.endpoint}: {e.strerror or e}") from None
         self._runner = runner
 
     async def shutdown(self) -> None:

@@ -1,0 +1,1047 @@
+"""Processor `tail_sampling`: decides per trace, after ``decision_wait``, from all the spans seen so far.
+
+The Collector's keys and policy shapes (``always_sample``, ``status_code``, ``latency``, ``string_attribute``,
+``numeric_attribute``, ``boolean_attribute``, ``probabilistic``, ``rate_limiting``, ``span_count``, ``and``,
+``composite``) plus LLM policies: ``cost`` (keep traces that cost at least ``min_cost_usd``),
+``budget_exceeded`` (a span carries ``llm.budget.exceeded = true``) and ``tenant_rate`` (a sampling
+percentage per tenant). A trace is kept when any policy samples it (an ``invert_match`` policy that matches
+drops it, as in the Collector). Policies are evaluated in order and evaluation stops at the first one that
+samples, so put cheap policies (``status_code``) first.
+
+How it holds data: an incoming request is kept whole, with its spans grouped by trace id per scope (no
+per-span objects). Every trace in a request was first seen at or before the request arrived, so when the
+request's own ``decision_wait`` has passed, every trace in it can be decided; the request is then filtered in
+place and forwarded. Spans of an already decided trace follow the cached decision. With
+``storage: file_storage[/name]`` the held requests are also written to a SQLite file before ``consume``
+returns (so before the receiver acknowledges the client) and deleted once forwarded: a SIGKILL during
+``decision_wait`` loses nothing, and on restart the held requests are decided and forwarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from prometheus_client import Counter, Gauge
+from pydantic import Field, model_validator
+
+from collector import genai
+from collector import telemetry as tm
+from collector.component import CreateSettings, Factory, Kind
+from collector.config import Duration, StrictModel
+from collector.errors import ConfigError
+from collector.pdata import Batch, Signal
+from processors._hashing import fnv64a_many, fnv64a_state, preload, threshold64
+from processors._presence import KeyFinder
+
+__all__ = ["PolicyConfig", "TailSampler", "TailSamplingConfig"]
+
+log = logging.getLogger(__name__)
+
+traces_sampled = Counter(
+    "otelcol_processor_tail_sampling_count_traces_sampled",
+    "Count of traces that were sampled or not per sampling policy.",
+    ["processor", "policy", "sampled"], registry=tm.REGISTRY,
+)
+traces_on_memory = Gauge(
+    "otelcol_processor_tail_sampling_sampling_traces_on_memory",
+    "Tracks the number of traces current on memory.", ["processor"], registry=tm.REGISTRY,
+)
+early_decisions = Counter(
+    "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early",
+    "Traces decided before decision_wait because num_traces was reached.", ["processor"],
+    registry=tm.REGISTRY,
+)
+
+# --- config ------------------------------------------------------------------------------------------------
+
+
+class StatusCodeCfg(StrictModel):
+    status_codes: list[Literal["OK", "ERROR", "UNSET"]] = Field(min_length=1)
+
+
+class LatencyCfg(StrictModel):
+    threshold_ms: int = Field(ge=0)
+    upper_threshold_ms: int = Field(default=0, ge=0)
+
+
+class StringAttributeCfg(StrictModel):
+    key: str
+    values: list[str] = Field(min_length=1)
+    enabled_regex_matching: bool = False
+    cache_max_size: int = Field(default=0, ge=0)
+    invert_match: bool = False
+
+
+class NumericAttributeCfg(StrictModel):
+    key: str
+    min_value: float | None = None
+    max_value: float | None = None
+    invert_match: bool = False
+
+
+class BooleanAttributeCfg(StrictModel):
+    key: str
+    value: bool
+    invert_match: bool = False
+
+
+class ProbabilisticCfg(StrictModel):
+    hash_salt: str = ""
+    sampling_percentage: float = Field(ge=0, le=100)
+
+
+class RateLimitingCfg(StrictModel):
+    spans_per_second: int = Field(ge=1)
+
+
+class SpanCountCfg(StrictModel):
+    min_spans: int = Field(ge=0)
+    max_spans: int = Field(default=0, ge=0)
+
+
+class CostCfg(StrictModel):
+    min_cost_usd: float = Field(ge=0)
+
+
+class BudgetExceededCfg(StrictModel):
+    pass
+
+
+class TenantRateCfg(StrictModel):
+    sampling_percentage: float = Field(default=100.0, ge=0, le=100)
+    tenants: dict[str, float] = Field(default_factory=dict)
+    hash_salt: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> TenantRateCfg:
+        for k, v in self.tenants.items():
+            if not 0 <= v <= 100:
+                raise ValueError(f"tenants.{k}: a percentage must be between 0 and 100")
+        return self
+
+
+class RateAllocationCfg(StrictModel):
+    policy: str
+    percent: float = Field(ge=0, le=100)
+
+
+_TYPES = ("always_sample", "status_code", "latency", "string_attribute", "numeric_attribute",
+          "boolean_attribute", "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost",
+          "budget_exceeded", "tenant_rate")
+_NEEDS_CFG = {"status_code", "latency", "string_attribute", "numeric_attribute", "boolean_attribute",
+              "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost"}
+
+
+class AndCfg(StrictModel):
+    and_sub_policy: list[PolicyConfig] = Field(min_length=1)
+
+
+class CompositeCfg(StrictModel):
+    max_total_spans_per_second: int = Field(ge=1)
+    policy_order: list[str] = Field(min_length=1)
+    composite_sub_policy: list[PolicyConfig] = Field(min_length=1)
+    rate_allocation: list[RateAllocationCfg] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> CompositeCfg:
+        names = {p.name for p in self.composite_sub_policy}
+        for n in self.policy_order:
+            if n not in names:
+                raise ValueError(f"policy_order names {n!r}, which is not a composite_sub_policy")
+        for ra in self.rate_allocation:
+            if ra.policy not in names:
+                raise ValueError(f"rate_allocation names {ra.policy!r}, which is not a composite_sub_policy")
+        return self
+
+
+class PolicyConfig(StrictModel):
+    name: str
+    type: Literal[
+        "always_sample", "status_code", "latency", "string_attribute", "numeric_attribute",
+        "boolean_attribute", "probabilistic", "rate_limiting", "span_count", "and", "composite", "cost",
+        "budget_exceeded", "tenant_rate",
+    ]
+    status_code: StatusCodeCfg | None = None
+    latency: LatencyCfg | None = None
+    string_attribute: StringAttributeCfg | None = None
+    numeric_attribute: NumericAttributeCfg | None = None
+    boolean_attribute: BooleanAttributeCfg | None = None
+    probabilistic: ProbabilisticCfg | None = None
+    rate_limiting: RateLimitingCfg | None = None
+    span_count: SpanCountCfg | None = None
+    cost: CostCfg | None = None
+    budget_exceeded: BudgetExceededCfg | None = None
+    tenant_rate: TenantRateCfg | None = None
+    and_: AndCfg | None = Field(default=None, alias="and")
+    composite: CompositeCfg | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicyConfig:
+        attr = "and_" if self.type == "and" else self.type
+        if self.type in _NEEDS_CFG and getattr(self, attr) is None:
+            raise ValueError(f"policy {self.name!r} of type {self.type} needs its `{self.type}:` settings")
+        for t in _TYPES:
+            a = "and_" if t == "and" else t
+            if t != self.type and getattr(self, a, None) is not None:
+                raise ValueError(f"policy {self.name!r} is of type {self.type} but has `{t}:` settings")
+        if self.type == "string_attribute" and self.string_attribute and self.string_attribute.enabled_regex_matching:
+            for i, v in enumerate(self.string_attribute.values):
+                try:
+                    re.compile(v)
+                except re.error as e:
+                    raise ValueError(f"string_attribute.values.{i}: invalid regex {v!r}: {e}") from None
+        return self
+
+
+class DecisionCacheCfg(StrictModel):
+    sampled_cache_size: int = Field(default=0, ge=0)
+    non_sampled_cache_size: int = Field(default=0, ge=0)
+
+
+class TailSamplingConfig(StrictModel):
+    decision_wait: Duration = 30.0
+    num_traces: int = Field(default=50000, ge=1)
+    expected_new_traces_per_sec: int = Field(default=0, ge=0)
+    decision_cache: DecisionCacheCfg = Field(default_factory=DecisionCacheCfg)
+    policies: list[PolicyConfig] = Field(min_length=1)
+    storage: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TailSamplingConfig:
+        names = [p.name for p in self.policies]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"policy names must be unique (repeated: {', '.join(sorted(dup))})")
+        return self
+
+
+AndCfg.model_rebuild()
+CompositeCfg.model_rebuild()
+PolicyConfig.model_rebuild()
+
+# --- decisions ---------------------------------------------------------------------------------------------
+NOT_SAMPLED, SAMPLED, INVERT_SAMPLED, INVERT_NOT_SAMPLED = 0, 1, 2, 3
+_STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+
+
+class _Held:
+    """One incoming request waiting for the decisions of its traces."""
+
+    __slots__ = ("_hits", "arrival_ns", "batch", "captured", "deadline", "finder", "groups", "res_values", "seq")
+
+    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int, finder: KeyFinder) -> None:
+        self.batch = batch
+        self.finder = finder
+        self.deadline = deadline
+        self.seq = seq
+        self.arrival_ns = arrival_ns
+        # per scope: (resource_spans, scope_spans, scope ordinal, {trace_id: [span index, ...]})
+        self.groups: list[tuple[Any, Any, int, dict[bytes, list[int]]]] = []
+        # "index" mode (values taken from collector/genai's shared per-request index at consume time):
+        # (scope ordinal, span index) -> {key: AnyValue}; None in "bytes" mode
+        self.captured: dict[tuple[int, int], dict[str, Any]] | None = None
+        self.res_values: dict[int, dict[str, Any]] = {}
+        self._hits: set[tuple[int, int]] | None = None
+
+    def hits(self) -> set[tuple[int, int]]:
+        """Bytes mode: the spans whose serialised form contains one of the policies' keys (most requests:
+        none)."""
+        if self._hits is None:
+            self._hits = self.finder.items(self.batch.to_bytes())
+        return self._hits
+
+    def resource(self, rs: Any, keys: frozenset[str]) -> dict[str, Any]:
+        d = self.res_values.get(id(rs))
+        if d is None:
+            d = {kv.key: kv.value for kv in rs.resource.attributes if kv.key in keys}
+            self.res_values[id(rs)] = d
+        return d
+
+
+class Trace:
+    """A trace waiting for its decision: where its spans are, no copies."""
+
+    __slots__ = ("_attrs", "_res", "frags", "tid")
+
+    def __init__(self, tid: bytes) -> None:
+        self.tid = tid
+        self.frags: list[tuple[_Held, Any, Any, int, list[int]]] = []
+        self._attrs: list[dict[str, Any]] | None = None
+        self._res: list[dict[str, Any]] | None = None
+
+    @property
+    def span_count(self) -> int:
+        return sum(len(f[4]) for f in self.frags)
+
+    def spans(self) -> Any:
+        for _h, _rs, sp, _o, idx in self.frags:
+            for i in idx:
+                yield sp[i]
+
+    def span_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
+        """Per span (only spans that have one), the wanted attributes as AnyValues."""
+        if self._attrs is not None:
+            return self._attrs
+        attrs: list[dict[str, Any]] = []
+        for held, _rs, sp, ordinal, idx in self.frags:
+            cap = held.captured
+            if cap is not None:
+                for i in idx:
+                    d = cap.get((ordinal, i))
+                    if d:
+                        attrs.append(d)
+                continue
+            hits = held.hits()
+            if not hits:
+                continue
+            for i in idx:
+                if (ordinal, i) in hits:
+                    d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in keys}
+                    if d:
+                        attrs.append(d)
+        self._attrs = attrs
+        return attrs
+
+    def resource_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
+        if self._res is None:
+            self._res = [d for held, rs, _ss, _o, _i in self.frags if (d := held.resource(rs, keys))]
+        return self._res
+
+
+def _pv(v: Any) -> Any:
+    """A Python value from an AnyValue (bytes / own-index paths) or as it is (genai's values path)."""
+    return genai.value_of(v) if isinstance(v, AnyValue) else v
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _truthy(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    if isinstance(v, (int, float)):
+        return v != 0
+    return False
+
+
+class _Policy:
+    name: str
+    invert = False
+    keys: frozenset[str] = frozenset()
+
+    def prepare(self, tids: list[bytes]) -> None:
+        """Called with the trace ids about to be decided together (hash them in one go)."""
+        return
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _Always(_Policy):
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        return SAMPLED
+
+
+class _StatusCode(_Policy):
+    def __init__(self, c: StatusCodeCfg) -> None:
+        self.codes = frozenset(_STATUS[s] for s in c.status_codes)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        codes = self.codes
+        for _h, _rs, sp, _o, idx in t.frags:
+            for i in idx:
+                if sp[i].status.code in codes:
+                    return SAMPLED
+        return NOT_SAMPLED
+
+
+class _Latency(_Policy):
+    def __init__(self, c: LatencyCfg) -> None:
+        self.lo = c.threshold_ms * 1_000_000
+        self.hi = c.upper_threshold_ms * 1_000_000
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        start, end = None, None
+        for s in t.spans():
+            st, en = s.start_time_unix_nano, s.end_time_unix_nano
+            start = st if start is None or st < start else start
+            end = en if end is None or en > end else end
+        if start is None or end is None:
+            return NOT_SAMPLED
+        d = end - start
+        if self.hi:
+            return SAMPLED if self.lo <= d <= self.hi else NOT_SAMPLED
+        return SAMPLED if d >= self.lo else NOT_SAMPLED
+
+
+class _AttrPolicy(_Policy):
+    """Matches when any span (or resource) of the trace has the key with a matching value."""
+
+    def match(self, v: Any) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        key = next(iter(self.keys))
+        hit = False
+        for d in t.resource_attrs(keys):
+            av = d.get(key)
+            if av is not None and self.match(_pv(av)):
+                hit = True
+                break
+        if not hit:
+            for d in t.span_attrs(keys):
+                av = d.get(key)
+                if av is not None and self.match(_pv(av)):
+                    hit = True
+                    break
+        if self.invert:
+            return INVERT_NOT_SAMPLED if hit else INVERT_SAMPLED
+        return SAMPLED if hit else NOT_SAMPLED
+
+
+class _StringAttr(_AttrPolicy):
+    def __init__(self, c: StringAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.values = frozenset(c.values)
+        self.regexes = [re.compile(v) for v in c.values] if c.enabled_regex_matching else None
+
+    def match(self, v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        if self.regexes is not None:
+            return any(r.search(v) for r in self.regexes)
+        return v in self.values
+
+
+class _NumericAttr(_AttrPolicy):
+    def __init__(self, c: NumericAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.lo, self.hi = c.min_value, c.max_value
+
+    def match(self, v: Any) -> bool:
+        n = _num(v) if not isinstance(v, str) else None
+        if n is None:
+            return False
+        return (self.lo is None or n >= self.lo) and (self.hi is None or n <= self.hi)
+
+
+class _BooleanAttr(_AttrPolicy):
+    def __init__(self, c: BooleanAttributeCfg) -> None:
+        self.keys = frozenset({c.key})
+        self.invert = c.invert_match
+        self.value = c.value
+
+    def match(self, v: Any) -> bool:
+        return isinstance(v, bool) and v == self.value
+
+
+class _Probabilistic(_Policy):
+    def __init__(self, c: ProbabilisticCfg) -> None:
+        self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
+        self.threshold = threshold64(c.sampling_percentage / 100.0)
+        self.hashes: dict[bytes, int] = {}
+
+    def prepare(self, tids: list[bytes]) -> None:
+        self.hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        h = self.hashes.get(t.tid)
+        if h is None:
+            h = fnv64a_many([t.tid], self.state)[0]
+        return SAMPLED if h <= self.threshold else NOT_SAMPLED
+
+
+class _RateLimiting(_Policy):
+    def __init__(self, c: RateLimitingCfg, clock: Callable[[], float] = time.time) -> None:
+        self.sps = c.spans_per_second
+        self.second = 0
+        self.count = 0
+        self.clock = clock
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.count = now, 0
+        if self.count + t.span_count < self.sps:
+            self.count += t.span_count
+            return SAMPLED
+        return NOT_SAMPLED
+
+
+class _SpanCount(_Policy):
+    def __init__(self, c: SpanCountCfg) -> None:
+        self.lo, self.hi = c.min_spans, c.max_spans
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        n = t.span_count
+        return SAMPLED if n >= self.lo and (not self.hi or n <= self.hi) else NOT_SAMPLED
+
+
+class _Cost(_Policy):
+    """Total ``gen_ai.usage.cost`` of the trace (every name collector/genai knows for a cost)."""
+
+    def __init__(self, c: CostCfg) -> None:
+        self.min = c.min_cost_usd
+        self.names = genai.KEYS["cost"]
+        self.keys = frozenset(self.names)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        total = 0.0
+        for d in t.span_attrs(keys):
+            for n in self.names:
+                av = d.get(n)
+                if av is not None:
+                    total += _num(_pv(av)) or 0.0
+                    break
+        return SAMPLED if total >= self.min and total > 0 else NOT_SAMPLED
+
+
+class _BudgetExceeded(_Policy):
+    def __init__(self) -> None:
+        self.names = genai.KEYS["budget_exceeded"]
+        self.keys = frozenset(self.names)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        for d in t.span_attrs(keys):
+            for n in self.names:
+                av = d.get(n)
+                if av is not None and _truthy(_pv(av)):
+                    return SAMPLED
+        return NOT_SAMPLED
+
+
+class _TenantRate(_Policy):
+    def __init__(self, c: TenantRateCfg) -> None:
+        self.names = genai.KEYS["tenant"]
+        self.keys = frozenset(self.names)
+        self.state = fnv64a_state(c.hash_salt or "default-hash-seed")
+        self.default = threshold64(c.sampling_percentage / 100.0)
+        self.per = {k: threshold64(v / 100.0) for k, v in c.tenants.items()}
+        self.hashes: dict[bytes, int] = {}
+
+    def prepare(self, tids: list[bytes]) -> None:
+        self.hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
+
+    def tenant(self, t: Trace, keys: frozenset[str]) -> str | None:
+        for src in (t.span_attrs(keys), t.resource_attrs(keys)):
+            for d in src:
+                for n in self.names:
+                    av = d.get(n)
+                    if av is not None:
+                        v = _pv(av)
+                        if v not in (None, ""):
+                            return str(v)
+        return None
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        ten = self.tenant(t, keys)
+        th = self.per.get(ten, self.default) if ten is not None else self.default
+        h = self.hashes.get(t.tid)
+        if h is None:
+            h = fnv64a_many([t.tid], self.state)[0]
+        return SAMPLED if h <= th else NOT_SAMPLED
+
+
+class _And(_Policy):
+    def __init__(self, subs: list[_Policy]) -> None:
+        self.subs = subs
+        self.keys = frozenset().union(*(s.keys for s in subs))
+
+    def prepare(self, tids: list[bytes]) -> None:
+        for s in self.subs:
+            s.prepare(tids)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        for s in self.subs:
+            d = s.evaluate(t, keys)
+            if d in (NOT_SAMPLED, INVERT_NOT_SAMPLED):
+                return NOT_SAMPLED
+        return SAMPLED
+
+
+class _Composite(_Policy):
+    def __init__(self, c: CompositeCfg, subs: dict[str, _Policy], clock: Callable[[], float] = time.time) -> None:
+        self.max_total = c.max_total_spans_per_second
+        alloc = {ra.policy: ra.percent for ra in c.rate_allocation}
+        self.order = [(n, subs[n], int(self.max_total * alloc[n] / 100) if n in alloc else self.max_total)
+                      for n in c.policy_order]
+        self.keys = frozenset().union(*(s.keys for s in subs.values()))
+        self.clock = clock
+        self.second = 0
+        self.used: dict[str, int] = {}
+        self.total = 0
+
+    def prepare(self, tids: list[bytes]) -> None:
+        for _n, sub, _a in self.order:
+            sub.prepare(tids)
+
+    def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
+        now = int(self.clock())
+        if now != self.second:
+            self.second, self.used, self.total = now, {}, 0
+        n = t.span_count
+        for name, sub, allowed in self.order:
+            d = sub.evaluate(t, keys)
+            if d in (SAMPLED, INVERT_SAMPLED):
+                used = self.used.get(name, 0)
+                if used + n <= allowed and self.total + n <= self.max_total:
+                    self.used[name] = used + n
+                    self.total += n
+                    return SAMPLED
+        return NOT_SAMPLED
+
+
+def build_policy(p: PolicyConfig, clock: Callable[[], float] = time.time) -> _Policy:
+    t = p.type
+    pol: _Policy
+    if t == "always_sample":
+        pol = _Always()
+    elif t == "status_code":
+        assert p.status_code is not None
+        pol = _StatusCode(p.status_code)
+    elif t == "latency":
+        assert p.latency is not None
+        pol = _Latency(p.latency)
+    elif t == "string_attribute":
+        assert p.string_attribute is not None
+        pol = _StringAttr(p.string_attribute)
+    elif t == "numeric_attribute":
+        assert p.numeric_attribute is not None
+        pol = _NumericAttr(p.numeric_attribute)
+    elif t == "boolean_attribute":
+        assert p.boolean_attribute is not None
+        pol = _BooleanAttr(p.boolean_attribute)
+    elif t == "probabilistic":
+        assert p.probabilistic is not None
+        pol = _Probabilistic(p.probabilistic)
+    elif t == "rate_limiting":
+        assert p.rate_limiting is not None
+        pol = _RateLimiting(p.rate_limiting, clock)
+    elif t == "span_count":
+        assert p.span_count is not None
+        pol = _SpanCount(p.span_count)
+    elif t == "cost":
+        assert p.cost is not None
+        pol = _Cost(p.cost)
+    elif t == "budget_exceeded":
+        pol = _BudgetExceeded()
+    elif t == "tenant_rate":
+        pol = _TenantRate(p.tenant_rate or TenantRateCfg())
+    elif t == "and":
+        assert p.and_ is not None
+        pol = _And([build_policy(s, clock) for s in p.and_.and_sub_policy])
+    else:
+        assert p.composite is not None
+        subs = {s.name: build_policy(s, clock) for s in p.composite.composite_sub_policy}
+        pol = _Composite(p.composite, subs, clock)
+    pol.name = p.name
+    return pol
+
+
+# --- the processor -----------------------------------------------------------------------------------------
+class _Store:
+    """Held requests on disk (SQLite, WAL): written before consume returns, deleted once forwarded."""
+
+    def __init__(self, path: str, fsync: bool) -> None:
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA page_size=16384")  # held requests are large blobs: fewer, bigger pages
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self.db.execute("CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, arrival_ns INTEGER NOT NULL, "
+                        "metadata TEXT NOT NULL, data BLOB NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS decisions (tid BLOB PRIMARY KEY, sampled INTEGER NOT NULL)")
+        self._writes = 0
+
+    def load_decisions(self, limit: int) -> list[tuple[bytes, int]]:
+        rows = self.db.execute("SELECT tid, sampled FROM decisions ORDER BY rowid DESC LIMIT ?", (limit,))
+        return list(reversed(list(rows)))
+
+    def put_decisions(self, rows: list[tuple[bytes, int]], keep: int) -> None:
+        """Remember decisions (for spans that arrive after a restart); the newest ``keep`` are kept."""
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO decisions VALUES (?, ?)", rows)
+        finally:
+            self.db.execute("COMMIT")  # one transaction, not one per row
+        self._writes += 1
+        if self._writes % 50 == 0:
+            self.db.execute("DELETE FROM decisions WHERE rowid <= (SELECT MAX(rowid) FROM decisions) - ?", (keep,))
+
+    def load(self) -> list[tuple[int, int, str, bytes]]:
+        return list(self.db.execute("SELECT seq, arrival_ns, metadata, data FROM held ORDER BY seq"))
+
+    def put(self, seq: int, arrival_ns: int, metadata: str, data: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?)", (seq, arrival_ns, metadata, data))
+
+    def delete(self, seq: int) -> None:
+        self.db.execute("DELETE FROM held WHERE seq = ?", (seq,))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class TailSampler:
+    """Stateful processor: holds ``settings.next`` and forwards from a timer task."""
+
+    def __init__(self, settings: CreateSettings, config: TailSamplingConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        assert settings.next is not None, "a processor needs a next consumer"
+        self.settings = settings
+        self.config = config
+        self.next = settings.next
+        self.log = settings.logger
+        self._rl = tm.RateLimitedLogger(self.log)
+        self.clock = clock
+        self.policies = [build_policy(p) for p in config.policies]
+        self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
+        self.finder = KeyFinder(self.keys)
+        self._invert = any(_has_invert(p) for p in config.policies)
+        is_indexed = getattr(genai, "is_indexed", None)
+        self._shared = bool(self.keys) and (hasattr(genai, "span_values") or hasattr(genai, "indexes")) \
+            and is_indexed is not None and all(is_indexed(k) for k in self.keys)
+        self.pending: dict[bytes, Trace] = {}
+        self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
+        self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
+                               + config.decision_cache.non_sampled_cache_size)
+        self.held: collections.deque[_Held] = collections.deque()
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._store: _Store | None = None
+        self._stopped = False
+        self._lock = asyncio.Lock()
+        pid, sid = settings.pipeline or "", str(settings.id)
+        self._in = tm.processor_incoming.labels(sid, pid, "traces")
+        self._out = tm.processor_outgoing.labels(sid, pid, "traces")
+        self._mem = traces_on_memory.labels(sid)
+        self._early = early_decisions.labels(sid)
+        self._counters = {(p.name, s): traces_sampled.labels(sid, p.name, s)
+                          for p in self.policies for s in ("true", "false")}
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        preload()
+        if self.config.storage:
+            ext = self.settings.host.extension(self.config.storage)
+            path = ext.path_for("processor", str(self.settings.id))
+            self._store = _Store(path, bool(getattr(ext, "fsync", False)))
+            for tid, sampled in self._store.load_decisions(self._cache_size):
+                self.decided[tid] = bool(sampled)
+            restored = self._store.load()
+            now_wall, now = time.time_ns(), self.clock()
+            for seq, arrival_ns, md, data in restored:
+                try:
+                    batch = Batch.from_bytes(Signal.TRACES, data, metadata=json.loads(md), received_ns=arrival_ns)
+                except Exception as e:  # noqa: BLE001 - a bad row must not stop the rest
+                    self.log.error("tail_sampling: dropping an unreadable stored request %d: %s", seq, e)
+                    self._store.delete(seq)
+                    continue
+                left = self.config.decision_wait - (now_wall - arrival_ns) / 1e9
+                self._seq = max(self._seq, seq)
+                entry, new = self._hold(batch, now + max(0.0, min(left, self.config.decision_wait)), seq,
+                                        arrival_ns)
+                if not new:  # every trace in it was decided before the crash: forward by those decisions
+                    self._apply(entry)
+                    await self._forward(batch)
+                    self._store.delete(seq)
+            if restored:
+                self.log.info("tail_sampling: restored %d held requests from %s", len(restored), path)
+        self._task = asyncio.create_task(self._run(), name=f"tail_sampling {self.settings.id}")
+
+    async def shutdown(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        await self.flush()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    async def flush(self) -> None:
+        """Decide and forward everything held now (shutdown)."""
+        async with self._lock:
+            while self.held:
+                await self._release(self.held.popleft())
+
+    # -- data path ------------------------------------------------------------------------------------
+    async def consume(self, batch: Batch) -> None:
+        n = batch.item_count()
+        self._in.inc(n)
+        if n == 0:
+            return
+        self._seq += 1
+        seq, arrival_ns = self._seq, batch.received_ns or time.time_ns()
+        entry, new = self._hold(batch, self.clock() + self.config.decision_wait, seq, arrival_ns)
+        if not new:  # every trace already decided: late spans follow the cached decision now
+            self._apply(entry)
+            await self._forward(batch)
+            return
+        if self._stopped:  # after shutdown (receivers stop first, so only in tests): decide at once
+            self.held.remove(entry)
+            await self._release(entry)
+            return
+        if self._store is not None:
+            self._store.put(seq, arrival_ns, json.dumps(dict(batch.metadata)), batch.to_bytes())
+        # While it waits, keep the request once (parsed), not twice (parsed and its bytes): most held requests
+        # lose spans at the decision anyway, so their bytes would not be reused.
+        batch.modified()
+        if len(self.pending) > self.config.num_traces:
+            async with self._lock:
+                while len(self.pending) > self.config.num_traces and self.held:
+                    self._early.inc()
+                    await self._release(self.held.popleft())
+        self._wake.set()
+
+    def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
+        entry = _Held(batch, deadline, seq, arrival_ns, self.finder)
+        pending, decided = self.pending, self.decided
+        keys = self.keys
+        # Attribute values: when the request was changed upstream (no bytes at hand) and collector/genai keeps
+        # a shared per-request index (the earlier processors of the chain built it), take the few values the
+        # policies need from it now, while it is warm; otherwise find them later in the request's bytes.
+        capture = bool(keys) and self._shared and not batch.has_bytes
+        req = batch.request
+        captured: dict[tuple[int, int], dict[str, Any]] = {}
+        key1 = next(iter(keys)) if len(keys) == 1 else None
+        values: Any = None
+        if capture:
+            entry.captured = captured
+            # genai.span_values (Python values per span, cached per request by the processors before) or
+            # genai.indexes (KeyValues per span)
+            sv = getattr(genai, "span_values", None)
+            if sv is not None:
+                values = sv(batch)
+            else:
+                indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
+        new = False
+        ordinal = 0
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                groups: dict[bytes, list[int]] = {}
+                spans = list(ss.spans)  # the wrappers, made once (in C) and kept for the policies
+                for i, sp in enumerate(spans):
+                    tid = sp.trace_id
+                    g = groups.get(tid)
+                    if g is None:
+                        groups[tid] = [i]
+                    else:
+                        g.append(i)
+                    if values is not None:
+                        own = values(sp)
+                        if key1 is not None:
+                            if key1 in own:
+                                captured[(ordinal, i)] = {key1: own[key1]}
+                        else:
+                            d = {k: own[k] for k in keys if k in own}
+                            if d:
+                                captured[(ordinal, i)] = d
+                    elif capture:
+                        own = indexes(req, sp)[0]
+                        if key1 is not None:
+                            kv = own.get(key1)
+                            if kv is not None:
+                                captured[(ordinal, i)] = {key1: kv.value}
+                        else:
+                            d = {k: own[k].value for k in keys if k in own}
+                            if d:
+                                captured[(ordinal, i)] = d
+                entry.groups.append((rs, ss, ordinal, groups))
+                for tid, idx in groups.items():
+                    tr = pending.get(tid)
+                    if tr is None:
+                        if decided and tid in decided:
+                            continue
+                        tr = pending[tid] = Trace(tid)
+                    new = True
+                    tr.frags.append((entry, rs, spans, ordinal, idx))
+                ordinal += 1
+        if new:
+            if keys and not capture:
+                entry.hits()  # now, while the bytes are at hand (they are dropped below)
+            self.held.append(entry)
+            self._mem.set(len(pending))
+        return entry, new
+
+    def decide(self, tr: Trace, evaluated: list[int] | None = None, hits: list[int] | None = None) -> bool:
+        """Evaluate the policies for one trace (counting into ``evaluated`` / ``hits`` per policy)."""
+        keys = self.keys
+        if not self._invert:
+            for n, p in enumerate(self.policies):
+                d = p.evaluate(tr, keys)
+                if d == SAMPLED or d == INVERT_SAMPLED:
+                    if hits is not None:
+                        hits[n] += 1
+                    return True
+            return False
+        sampled = inverted_drop = False
+        for n, p in enumerate(self.policies):
+            d = p.evaluate(tr, keys)
+            hit = d == SAMPLED or d == INVERT_SAMPLED
+            if evaluated is not None and hits is not None:
+                evaluated[n] += 1
+                hits[n] += hit
+            if d == INVERT_NOT_SAMPLED:
+                inverted_drop = True
+            sampled = sampled or hit
+        return sampled and not inverted_drop
+
+    def _decide_entry(self, entry: _Held) -> list[Trace]:
+        pending, decided = self.pending, self.decided
+        due = [pending.pop(tid) for _rs, _ss, _o, groups in entry.groups for tid in groups if tid in pending]
+        if due:
+            tids = [t.tid for t in due]
+            policies = self.policies
+            for p in policies:
+                p.prepare(tids)
+            evaluated = [0] * len(policies)
+            hits = [0] * len(policies)
+            decide = self.decide
+            for tr in due:
+                decided[tr.tid] = decide(tr, evaluated, hits)
+            if not self._invert:  # evaluation stops at the first hit: policy n saw what earlier ones left
+                left = len(due)
+                for n in range(len(policies)):
+                    evaluated[n] = left
+                    left -= hits[n]
+            for n, p in enumerate(policies):
+                if hits[n]:
+                    self._counters[(p.name, "true")].inc(hits[n])
+                if evaluated[n] - hits[n]:
+                    self._counters[(p.name, "false")].inc(evaluated[n] - hits[n])
+        while len(decided) > self._cache_size:
+            decided.popitem(last=False)
+        self._mem.set(len(pending))
+        return due
+
+    def _apply(self, entry: _Held) -> None:
+        """Drop, in place, the spans of the entry's traces that are not sampled (undecided counts as not)."""
+        decided = self.decided
+        changed = False
+        for _rs, ss, _o, groups in entry.groups:
+            changed |= _drop(ss.spans, groups, decided)
+        if changed:
+            req = entry.batch.request
+            for r in range(len(req.resource_spans) - 1, -1, -1):
+                rs = req.resource_spans[r]
+                for j in range(len(rs.scope_spans) - 1, -1, -1):
+                    if not rs.scope_spans[j].spans:
+                        del rs.scope_spans[j]
+                if not rs.scope_spans:
+                    del req.resource_spans[r]
+            entry.batch.modified()
+        entry.groups = []
+        entry.captured = None
+        entry.res_values = {}
+
+    async def _release(self, entry: _Held) -> None:
+        due = self._decide_entry(entry)
+        self._apply(entry)
+        if self._store is not None and due:
+            decided = self.decided
+            self._store.put_decisions([(t.tid, int(decided.get(t.tid, False))) for t in due], self._cache_size)
+        await self._forward(entry.batch)
+        if self._store is not None:
+            self._store.delete(entry.seq)
+
+    async def _forward(self, batch: Batch) -> None:
+        n = batch.item_count()
+        if n == 0:
+            return
+        for attempt in range(5):
+            try:
+                await self.next.consume(batch)
+                self._out.inc(n)
+                return
+            except Exception as e:  # noqa: BLE001 - a refusing exporter must not kill the timer
+                if attempt == 4 or self._stopped:
+                    self._rl.log(logging.ERROR, "fwd", "tail_sampling: dropping %d sampled spans: %s", n, e)
+                    return
+                await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            if not self.held:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self.held[0].deadline - self.clock()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                continue
+            async with self._lock:
+                now = self.clock()
+                while self.held and self.held[0].deadline <= now and not self._stopped:
+                    try:
+                        await self._release(self.held.popleft())
+                    except Exception:
+                        self.log.exception("tail_sampling: failed to release a held request")
+
+
+def _drop(spans: Any, groups: dict[bytes, list[int]], decided: dict[bytes, bool]) -> bool:
+    """Delete the spans of the groups whose trace is not sampled; True when anything was deleted."""
+    dead: list[int] = []
+    for tid, idx in groups.items():
+        if not decided.get(tid, False):
+            dead.extend(idx)
+    if not dead:
+        return False
+    if len(dead) == len(spans):
+        del spans[:]
+        return True
+    dead.sort(reverse=True)
+    for i in dead:
+        del spans[i]
+    return True
+
+
+def _has_invert(p: PolicyConfig) -> bool:
+    for c in (p.string_attribute, p.numeric_attribute, p.boolean_attribute):
+        if c is not None and c.invert_match:
+            return True
+    return False
+
+
+def _create(settings: CreateSettings, config: TailSamplingConfig) -> TailSampler:
+    if settings.signal is not None and settings.signal is not Signal.TRACES:
+        raise ConfigError([f"processors::{settings.id}: tail_sampling supports traces only"])
+    return TailSampler(settings, config)
+
+
+FACTORIES = [
+    Factory("tail_sampling", Kind.PROCESSOR, TailSamplingConfig, _create, frozenset({Signal.TRACES}),
+            description="samples whole traces after decision_wait by policies (errors, latency, cost, budget...)",
+            example={"decision_wait": "1s", "policies": [{"name": "all", "type": "always_sample"}]}),
+]

@@ -1,0 +1,108 @@
+"""The paths that read attribute values from collector/genai's shared per-request index (built by the
+processors earlier in the chain) give the same results as the paths that search the request's bytes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from collector import genai
+from collector.component import ComponentID, CreateSettings, Kind
+from collector.pdata import Signal
+from processors.filter import FilterConfig, FilterProcessor
+from processors.llm_alerts import LLMAlertsConfig, LLMAlertsConnector
+from processors.tail_sampling import TailSampler, TailSamplingConfig
+from tests.processors.llm_spans import LITELLM, OPENLLMETRY, Sink, pb_batch, trace_ids
+
+CALLS: list[int] = []
+
+
+def _indexes(request: Any, item: Any, resource: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    CALLS.append(1)
+    own = {kv.key: kv for kv in item.attributes}
+    res = {kv.key: kv for kv in resource.attributes} if resource is not None else {}
+    return own, res
+
+
+def _read_cached(request: Any, span: Any, resource: Any = None) -> Any:
+    own, res = _indexes(request, span, resource)
+    merged = {**res, **own}
+    return genai.read(span, idx=merged)
+
+
+def _span_values(batch: Any) -> Any:
+    CALLS.append(1)
+
+    def values(span: Any) -> dict[str, Any]:
+        return {kv.key: genai.value_of(kv.value) for kv in span.attributes}
+    return values
+
+
+@pytest.fixture(params=["bytes", "shared", "values"])
+def mode(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name in ("indexes", "read_cached", "is_indexed", "span_values"):
+        monkeypatch.delattr(genai, name, raising=False)
+    if request.param in ("shared", "values"):
+        monkeypatch.setattr(genai, "indexes", _indexes, raising=False)
+        monkeypatch.setattr(genai, "read_cached", _read_cached, raising=False)
+        monkeypatch.setattr(genai, "is_indexed", lambda k: True, raising=False)
+    if request.param == "values":
+        monkeypatch.setattr(genai, "span_values", _span_values, raising=False)
+    CALLS.clear()
+    return str(request.param)
+
+
+def _spans() -> list[dict[str, Any]]:
+    ids = trace_ids(200, seed=13)
+    out = []
+    for i, t in enumerate(ids):
+        a = dict(LITELLM if i % 2 else OPENLLMETRY)
+        if i % 25 == 3:
+            a["llm.budget.exceeded"] = True
+        if i % 40 == 5:
+            a["metadata.no-log"] = True
+        if i == 7:
+            a.update({"llm.budget.crossed": 0.8, "llm.budget.key_name": "tenant.id", "llm.budget.key": "acme",
+                      "llm.budget.spent_usd": 8.0, "llm.budget.limit_usd": 10.0})
+        out.append({"trace_id": t, "attributes": a, "status": 2 if i % 50 == 0 else 0})
+    return out
+
+
+async def test_tail_sampling_same_decisions(mode: str) -> None:
+    spans = _spans()
+    sink = Sink()
+    cfg = TailSamplingConfig.model_validate({"decision_wait": 0.02, "policies": [
+        {"name": "budget", "type": "budget_exceeded"},
+        {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]})
+    ts = TailSampler(CreateSettings(id=ComponentID.parse("tail_sampling"), kind=Kind.PROCESSOR,
+                                    signal=Signal.TRACES, next=sink), cfg)
+    await ts.start()
+    b = pb_batch(spans)
+    b.modified()  # as after redaction / cost: no bytes at hand
+    await ts.consume(b)
+    await asyncio.sleep(0.1)
+    await ts.shutdown()
+    want = {s["trace_id"] for i, s in enumerate(spans) if i % 25 == 3 or i % 50 == 0}
+    assert {s.trace_id for s in sink.spans()} == want
+    assert (len(CALLS) > 0) == (mode != "bytes")
+
+
+async def test_filter_and_alerts_same_results(mode: str) -> None:
+    spans = _spans()
+    sink = Sink()
+    f = FilterProcessor(CreateSettings(id=ComponentID.parse("filter"), kind=Kind.PROCESSOR, signal=Signal.TRACES,
+                                       next=sink), FilterConfig())
+    b = pb_batch(spans)
+    b.modified()
+    await f.consume(b)
+    assert len(sink.spans()) == 200 - 5
+    logs = Sink()
+    a = LLMAlertsConnector(CreateSettings(id=ComponentID.parse("llm_alerts"), kind=Kind.CONNECTOR,
+                                          consumers={Signal.LOGS: logs}), LLMAlertsConfig())  # type: ignore[dict-item]
+    b2 = pb_batch(spans)
+    b2.modified()
+    await a.consume(b2)
+    recs = [r for x in logs.batches for rl in x.request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
+    assert len(recs) == 1 and recs[0].span_id == b2.request.resource_spans[0].scope_spans[0].spans[7].span_id
