@@ -9,8 +9,9 @@ delivery queue and retry (a sub-exporter built on the shared delivery helper, co
 next backend on the ring until a probe finds it reachable again. Backends come from ``resolver.static``
 (a fixed list) or ``resolver.dns`` (re-resolved every ``interval``; a headless Service in Kubernetes).
 
-The backends are spoken to in OTLP/gRPC; requests are forwarded as serialised protobuf (no re-encoding when
-a request is not split).
+The backends are spoken to in OTLP/gRPC with the ``otlp`` exporter's client (``protocol.otlp`` takes that
+exporter's keys, without ``endpoint``); requests are forwarded as serialised protobuf (no re-encoding when a
+request is not split).
 """
 
 from __future__ import annotations
@@ -29,18 +30,14 @@ from collector import telemetry as tm
 from collector.component import ComponentID, CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.errors import RefusedError, RetryableError
-from collector.exporterhelper import BaseExporter, ExporterConfig
+from collector.exporterhelper import BaseExporter
 from collector.pdata import REQUEST_TYPES, Batch, Signal, get_attr
-from collector.protocol_errors import from_grpc_error
 from exporters._hashring import HashRing
+from exporters._otlp_common import read_file
+from exporters.otlp import OtlpExporter, OtlpExporterConfig
 
 __all__ = ["LoadBalancingConfig", "LoadBalancingExporter", "split_batch", "routing_keys"]
 
-_PATHS = {
-    Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    Signal.METRICS: "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-    Signal.LOGS: "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-}
 # (resource list, scope list, item list) field names per signal
 _FIELDS = {
     Signal.TRACES: ("resource_spans", "scope_spans", "spans"),
@@ -51,19 +48,17 @@ DEFAULT_PORT = 4317
 
 
 # --- config -------------------------------------------------------------------------------------------------
-class OtlpTlsConfig(StrictModel):
-    insecure: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
+class OtlpProtocolConfig(OtlpExporterConfig):
+    """The ``otlp`` exporter's settings for every backend; the endpoint comes from the resolver."""
 
+    endpoint: str = ""
 
-class OtlpProtocolConfig(ExporterConfig):
-    """The ``otlp`` exporter's settings for every backend (the endpoint comes from the resolver)."""
-
-    compression: Literal["gzip", "none", ""] = "gzip"
-    headers: dict[str, str] = Field(default_factory=dict)
-    tls: OtlpTlsConfig = Field(default_factory=OtlpTlsConfig)
+    @field_validator("endpoint")
+    @classmethod
+    def _no_endpoint(cls, v: str) -> str:
+        if v:
+            raise ValueError("the endpoint of each backend comes from the resolver; remove it")
+        return v
 
 
 class ProtocolConfig(StrictModel):
@@ -210,8 +205,9 @@ def split_batch(batch: Batch, owner_of: Callable[[Any, Any, Any], str | None]) -
 
 # --- one backend --------------------------------------------------------------------------------------------
 class _Backend(BaseExporter):
-    """The delivery queue and OTLP/gRPC client of one backend. Sends nothing to a backend marked down: what
-    its queue holds is handed back to the balancer, which routes it to the key's next live backend."""
+    """The delivery queue of one backend, sending with the ``otlp`` exporter's client. Sends nothing to a
+    backend marked down: what its queue holds is handed back to the balancer, which routes it to the key's
+    next live backend."""
 
     config: OtlpProtocolConfig
 
@@ -220,36 +216,25 @@ class _Backend(BaseExporter):
         super().__init__(settings, config)
         self.lb = lb
         self.endpoint = endpoint
-        self._channel: Any = None
-        self._calls: dict[Signal, Any] = {}
-        self._metadata = tuple((k.lower(), v) for k, v in config.headers.items())
+        # the client only: this backend's queue and retry are the ones around it
+        client_cfg = OtlpExporterConfig.model_validate({
+            **config.model_dump(exclude={"endpoint", "sending_queue", "retry_on_failure"}),
+            "endpoint": endpoint, "sending_queue": {"enabled": False}, "retry_on_failure": {"enabled": False},
+        })
+        self._client = OtlpExporter(settings, client_cfg)
 
     async def open(self) -> None:
-        self._channel = self.lb.new_channel(self.endpoint)
-        self._calls = {s: self._channel.unary_unary(p, request_serializer=None, response_deserializer=None)
-                       for s, p in _PATHS.items()}
+        await self._client.open()
 
     async def close(self) -> None:
-        if self._channel is not None:
-            ch, self._channel = self._channel, None
-            await ch.close()
-
-    async def _export(self, batch: Batch) -> None:
-        import grpc
-
-        comp = grpc.Compression.Gzip if self.config.compression == "gzip" else grpc.Compression.NoCompression
-        try:
-            await self._calls[batch.signal](batch.to_bytes(), timeout=self.config.timeout or None,
-                                            metadata=self._metadata, compression=comp)
-        except grpc.aio.AioRpcError as e:
-            raise from_grpc_error(e, backend=self.endpoint) from None
+        await self._client.close()
 
     async def send(self, batch: Batch) -> None:
         if not self.lb.is_live(self.endpoint):
             await self.lb.reroute(batch, self.endpoint)
             return
         try:
-            await self._export(batch)
+            await self._client.send(batch)
         except (RetryableError, asyncio.TimeoutError, OSError):
             if self.lb.report_failure(self.endpoint):
                 await self.lb.reroute(batch, self.endpoint)
@@ -279,6 +264,7 @@ class LoadBalancingExporter:
 
     # -- channels ---------------------------------------------------------------------------------------
     def new_channel(self, endpoint: str) -> Any:
+        """A channel for probing a down backend (can it be connected to?)."""
         import grpc
 
         opts = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
@@ -286,14 +272,8 @@ class LoadBalancingExporter:
         tls = self.config.protocol.otlp.tls
         if tls.insecure:
             return grpc.aio.insecure_channel(endpoint, options=opts)
-
-        def read(p: str | None) -> bytes | None:
-            if not p:
-                return None
-            with open(p, "rb") as fh:
-                return fh.read()
-
-        creds = grpc.ssl_channel_credentials(read(tls.ca_file), read(tls.key_file), read(tls.cert_file))
+        creds = grpc.ssl_channel_credentials(read_file(tls.ca_file), read_file(tls.key_file),
+                                             read_file(tls.cert_file))
         return grpc.aio.secure_channel(endpoint, creds, options=opts)
 
     # -- membership ---------------------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def _cfg(exp: dict) -> dict:
     ({"resolver": {"static": {"hostnames": ["a"]}}, "routing_key": "spanID"}, "exporters::loadbalancing::routing_key"),
     ({"resolver": {"dns": {"hostname": "gw", "interval": "soon"}}}, "exporters::loadbalancing::resolver::dns::interval"),
     ({"resolver": {"static": {"hostnames": ["a"]}}, "protocol": {"otlp": {"endpoint": "x:1"}}},
-     "exporters::loadbalancing::protocol::otlp::endpoint: unknown key"),
+     "exporters::loadbalancing::protocol::otlp::endpoint: the endpoint of each backend comes from the resolver"),
 ])
 def test_invalid_configs_name_the_path(exp: dict, message: str) -> None:
     with pytest.raises(ConfigError) as ei:
