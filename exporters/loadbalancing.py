@@ -33,7 +33,6 @@ from collector.errors import RefusedError, RetryableError
 from collector.exporterhelper import BaseExporter
 from collector.pdata import REQUEST_TYPES, Batch, Signal, get_attr
 from exporters._hashring import HashRing
-from exporters._otlp_common import read_file
 from exporters.otlp import OtlpExporter, OtlpExporterConfig
 
 __all__ = ["LoadBalancingConfig", "LoadBalancingExporter", "split_batch", "routing_keys"]
@@ -263,18 +262,20 @@ class LoadBalancingExporter:
         self._keyfns = {s: routing_keys(s, config.routing_key, config.routing_attributes) for s in Signal}
 
     # -- channels ---------------------------------------------------------------------------------------
-    def new_channel(self, endpoint: str) -> Any:
-        """A channel for probing a down backend (can it be connected to?)."""
-        import grpc
-
-        opts = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 2000), ("grpc.max_send_message_length", 64 * 1024 * 1024)]
-        tls = self.config.protocol.otlp.tls
-        if tls.insecure:
-            return grpc.aio.insecure_channel(endpoint, options=opts)
-        creds = grpc.ssl_channel_credentials(read_file(tls.ca_file), read_file(tls.key_file),
-                                             read_file(tls.cert_file))
-        return grpc.aio.secure_channel(endpoint, creds, options=opts)
+    @staticmethod
+    async def reachable(endpoint: str, timeout: float) -> bool:
+        """Does the backend accept TCP connections? (TLS-agnostic: the send path checks the rest.)"""
+        host, _, port = endpoint.rpartition(":")
+        try:
+            _r, w = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout=timeout)
+        except (OSError, asyncio.TimeoutError, ValueError):
+            return False
+        w.close()
+        try:
+            await w.wait_closed()
+        except OSError:
+            pass
+        return True
 
     # -- membership ---------------------------------------------------------------------------------------
     def is_live(self, endpoint: str) -> bool:
@@ -341,13 +342,8 @@ class LoadBalancingExporter:
         interval = self.config.rebalance.probe_interval
         while endpoint in self.down and not self._closed:
             await asyncio.sleep(interval)
-            ch = self.new_channel(endpoint)
-            try:
-                await asyncio.wait_for(ch.channel_ready(), timeout=max(interval, 0.5))
-            except (asyncio.TimeoutError, Exception):  # noqa: BLE001 - still down
+            if not await self.reachable(endpoint, max(interval, 0.5)):
                 continue
-            finally:
-                await ch.close()
             self.down.discard(endpoint)
             self._failures[endpoint] = 0
             self.log.info("backend %s is reachable again; its keys come back to it", endpoint)
