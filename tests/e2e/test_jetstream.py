@@ -65,8 +65,12 @@ def test_gateway_killed_mid_stream_loses_nothing_acknowledged(tmp_path: Path) ->
         acked: set[bytes] = set()
         exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{agent_port}", insecure=True)
 
+        killed = threading.Event()
+
         def send() -> None:
             for k in range(REQUESTS):
+                if k == REQUESTS // 2:
+                    killed.wait(30)  # the second half goes out after the kill, whatever the machine's speed
                 part = spans[k * PER_REQUEST:(k + 1) * PER_REQUEST]
                 if exporter.export(part) is SpanExportResult.SUCCESS:
                     acked.update(s.context.span_id.to_bytes(8, "big") for s in part)
@@ -78,6 +82,7 @@ def test_gateway_killed_mid_stream_loses_nothing_acknowledged(tmp_path: Path) ->
             wait_for(lambda: sum(landed(out).values()) >= 300, what="gateway consuming", timeout=20)
             gateway.kill()  # SIGKILL mid-stream
             killed_at = len(acked)
+            killed.set()
             gateway = CollectorProcess(gateway_config(nats.url, out), workdir=tmp_path).start()
             sender.join(timeout=30)
             assert not sender.is_alive()
@@ -89,6 +94,8 @@ def test_gateway_killed_mid_stream_loses_nothing_acknowledged(tmp_path: Path) ->
             print(f"jetstream: {len(acked)} spans acknowledged, {len(got)} distinct delivered, {dups} duplicates")
             assert set(got) == acked
         finally:
+            killed.set()
+            sender.join(timeout=30)
             exporter.shutdown()
             assert gateway.stop() == 0
             assert agent.stop() == 0
