@@ -32,6 +32,9 @@ class FileStorage:
         self.id = str(settings.id)
         self.config = config
         self.directory = config.directory
+        worker = os.environ.get("LLM_COLLECTOR_WORKER")  # service.workers > 1: each worker has its own files
+        if worker:
+            self.directory = os.path.join(config.directory, f"worker-{worker}")
         self.fsync = config.fsync
         self._store: SqliteStore | None = None
 
@@ -52,8 +55,10 @@ class FileStorage:
     async def start(self) -> None:
         if self.config.create_directory:
             os.makedirs(self.directory, exist_ok=True)
-        elif not os.path.isdir(self.directory):
-            raise RuntimeError(f"file_storage directory {self.directory} does not exist")
+        elif not os.path.isdir(self.config.directory):
+            raise RuntimeError(f"file_storage directory {self.config.directory} does not exist")
+        else:
+            os.makedirs(self.directory, exist_ok=True)
 
     async def shutdown(self) -> None:
         if self._store is not None:
