@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from collector.errors import PermanentError
 from collector.pdata import Batch
+
+T = TypeVar("T")
 
 __all__ = ["Resume"]
 
@@ -50,3 +54,25 @@ class Resume:
     def forget(self, fp: bytes | None) -> None:
         if fp is not None:
             self._left.pop(fp, None)
+
+    async def attempt(self, batch: Batch, convert: Callable[[], T], drain: Callable[[T], Awaitable[None]],
+                      backend: str) -> None:
+        """One send attempt: convert the batch (or take what a failed attempt left), then drain the
+        requests. A conversion failure is permanent; a retryable failure, timeout or cancellation keeps what
+        is left for the next attempt; a permanent failure forgets it."""
+        fp, left = self.lookup(batch)
+        if left is None:
+            try:
+                left = convert()
+            except Exception as e:
+                raise PermanentError(f"cannot convert the batch for {backend}: {e}") from e
+        try:
+            await drain(left)
+        except PermanentError:
+            self.forget(fp)
+            raise
+        except BaseException:  # retryable, timed out or cancelled: the next attempt sends only what is left
+            if left:
+                self.keep(batch, fp, left)
+            raise
+        self.forget(fp)

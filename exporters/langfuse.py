@@ -380,23 +380,12 @@ class LangfuseExporter(BaseExporter):
     async def send(self, batch: Batch) -> None:
         if batch.signal is not Signal.TRACES:
             raise PermanentError(f"langfuse takes traces only, not {batch.signal.value}")
-        fp, reqs = self._resume.lookup(batch)
-        if reqs is None:
-            try:
-                reqs = deque(build_requests(batch.request, self.config, self._names))
-            except Exception as e:
-                raise PermanentError(f"cannot convert the batch for Langfuse: {e}") from e
-        try:
-            while reqs:
-                await self._post(reqs)
-        except PermanentError:
-            self._resume.forget(fp)
-            raise
-        except BaseException:  # retryable, timed out or cancelled: the next attempt sends only what is left
-            if reqs:
-                self._resume.keep(batch, fp, reqs)
-            raise
-        self._resume.forget(fp)
+        await self._resume.attempt(
+            batch, lambda: deque(build_requests(batch.request, self.config, self._names)), self._drain, "Langfuse")
+
+    async def _drain(self, reqs: deque[Any]) -> None:
+        while reqs:
+            await self._post(reqs)
 
     async def _post(self, reqs: deque[Any]) -> None:
         import aiohttp

@@ -220,22 +220,7 @@ class DatadogExporter(BaseExporter):
 
     # -- sending -------------------------------------------------------------------------------------------
     async def send(self, batch: Batch) -> None:
-        fp, reqs = self._resume.lookup(batch)
-        if reqs is None:
-            try:
-                reqs = self._convert(batch)
-            except Exception as e:
-                raise PermanentError(f"cannot convert the batch for Datadog: {e}") from e
-        try:
-            await self._drain(reqs)
-        except PermanentError:
-            self._resume.forget(fp)
-            raise
-        except BaseException:  # retryable, timed out or cancelled: the next attempt sends only what is left
-            if reqs:
-                self._resume.keep(batch, fp, reqs)
-            raise
-        self._resume.forget(fp)
+        await self._resume.attempt(batch, lambda: self._convert(batch), self._drain, "Datadog")
 
     async def _drain(self, reqs: deque[_Req]) -> None:
         """Send the requests in order; a 413 splits a request in two, in place."""
