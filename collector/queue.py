@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _CACHE_BYTES = 64 * 1024 * 1024
 """Per queue: bytes of stored requests also kept in memory so that sending does not read them back."""
 
-_EXTERNAL_MIN = 64 * 1024
+_EXTERNAL_MIN = 32 * 1024
 """Requests at least this large are stored in a file of their own next to the database (the row holds only
 the metadata): SQLite spreads a large blob over hundreds of pages, writes them twice (WAL, then checkpoint),
 and must walk them again to free them, which costs ~10x more CPU than writing and unlinking a file."""
