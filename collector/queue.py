@@ -12,7 +12,8 @@ requests have one repeated top-level field, so concatenated serialisations parse
 
 :class:`SqliteStore` is one database per ``file_storage`` extension, shared by every exporter using it (one
 logical queue each). A request fanned out to several exporters is written once as a blob that their
-entries reference (refcounted). All SQLite work runs on one dedicated thread; the operations that arrive
+entries reference (refcounted). Blobs of at least 32 KiB are files of their own next to the database (see
+``_EXTERNAL_MIN``); the database holds their rows only. All SQLite work runs on one dedicated thread; the operations that arrive
 during one event-loop iteration, and all that pile up while a transaction commits, go into the next single
 transaction (group commit), so concurrent requests share one commit.
 """
