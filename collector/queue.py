@@ -393,7 +393,13 @@ class SqliteStore:
             for eid, blob, data, ext in conn.execute(
                     f"SELECT e.id, b.id, b.data, b.ext FROM entries e JOIN blobs b ON b.id = e.blob "
                     f"WHERE e.id IN ({marks})", chunk):
-                out.append((eid, self._read_file(blob) if ext else data))
+                if not ext:
+                    out.append((eid, data))
+                    continue
+                try:
+                    out.append((eid, self._read_file(blob)))
+                except FileNotFoundError:  # removed behind our back: the queue drops the entry
+                    log.error("queue database %s: blob file %s of entry %d is missing", self.path, blob, eid)
         return out
 
     def _op_stats(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
@@ -746,6 +752,12 @@ class SendingQueue:
                 except BaseException:
                     self.release(group)
                     raise
+                lost = [e for e in group if e.batch is None and e.raw is None]
+                if lost:  # its blob file was deleted by someone else: say so once, never retry it
+                    group = [e for e in group if e.batch is not None or e.raw is not None]
+                    await self._drop(lost, "storage_lost")
+                    if not group:
+                        continue
                 return group
 
     def _expired(self) -> list[Entry]:
