@@ -297,7 +297,8 @@ class BaseExporter:
         detail = {"max_age": f"older than sending_queue.max_age ({self.config.sending_queue.max_age:g}s)",
                   "queue_disk_full": f"sending_queue.max_size_mib ({self.config.sending_queue.max_size_mib}) "
                                      "reached; oldest data pushed out",
-                  "shutdown": "in-memory queue not drained before the shutdown deadline"}.get(reason, "")
+                  "shutdown": "in-memory queue not drained before the shutdown deadline",
+                  "storage_lost": "the stored request is gone (its blob file was deleted)"}.get(reason, "")
         self._rl.log(logging.ERROR, "drop-" + reason, "dropping %d %s: %s", sum(e.items for e in entries),
                      batch.signal.item_name, detail or reason)
         self._drop(batch, reason, detail, entries)

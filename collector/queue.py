@@ -12,7 +12,8 @@ requests have one repeated top-level field, so concatenated serialisations parse
 
 :class:`SqliteStore` is one database per ``file_storage`` extension, shared by every exporter using it (one
 logical queue each). A request fanned out to several exporters is written once as a blob that their
-entries reference (refcounted). All SQLite work runs on one dedicated thread; the operations that arrive
+entries reference (refcounted). Blobs of at least 32 KiB are files of their own next to the database (see
+``_EXTERNAL_MIN``); the database holds their rows only. All SQLite work runs on one dedicated thread; the operations that arrive
 during one event-loop iteration, and all that pile up while a transaction commits, go into the next single
 transaction (group commit), so concurrent requests share one commit.
 """
@@ -46,6 +47,11 @@ log = logging.getLogger(__name__)
 _CACHE_BYTES = 64 * 1024 * 1024
 """Per queue: bytes of stored requests also kept in memory so that sending does not read them back."""
 
+_EXTERNAL_MIN = 32 * 1024
+"""Requests at least this large are stored in a file of their own next to the database (the row holds only
+the metadata): SQLite spreads a large blob over hundreds of pages, writes them twice (WAL, then checkpoint),
+and must walk them again to free them, which costs ~10x more CPU than writing and unlinking a file."""
+
 
 class QueueFullError(Exception):
     """The queue has no room (and ``block_on_overflow`` is off)."""
@@ -77,7 +83,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs(
     id INTEGER PRIMARY KEY,
     data BLOB NOT NULL,
-    refs INTEGER NOT NULL
+    refs INTEGER NOT NULL,
+    ext INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS entries(
     id INTEGER PRIMARY KEY,
@@ -109,6 +116,8 @@ class SqliteStore:
     def __init__(self, path: str, fsync: bool = False, timeout: float = 1.0,
                  compaction_interval: float = 300.0) -> None:
         self.path = path
+        self.blob_dir = path + "-blobs"
+        """Requests of at least ``_EXTERNAL_MIN`` bytes: one file each, named by blob id."""
         self.fsync = fsync
         self.timeout = timeout
         self.compaction_interval = compaction_interval
@@ -123,6 +132,10 @@ class SqliteStore:
         self._recent: collections.OrderedDict[int, tuple[bytes, int]] = collections.OrderedDict()
         self._recent_bytes = 0
         self._live: dict[int, int] = {}
+        self._written: list[int] = []
+        """Blob files written by the current transaction (removed again if it rolls back)."""
+        self._unlink: list[int] = []
+        """Blob files whose rows the current transaction deletes (removed once it has committed)."""
         self._lock = threading.Lock()
         self.commits = 0
         """Transactions committed (group commit: usually far fewer than operations)."""
@@ -207,6 +220,18 @@ class SqliteStore:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
         conn.executescript(_SCHEMA)
+        if "ext" not in {r[1] for r in conn.execute("PRAGMA table_info(blobs)")}:  # a database of 0.1
+            conn.execute("ALTER TABLE blobs ADD COLUMN ext INTEGER NOT NULL DEFAULT 0")
+        os.makedirs(self.blob_dir, exist_ok=True)
+        # files without a row: written by a transaction that never committed, or deleted rows whose files
+        # were not yet removed when the process died
+        keep = {str(r[0]) for r in conn.execute("SELECT id FROM blobs WHERE ext = 1")}
+        for name in os.listdir(self.blob_dir):
+            if name not in keep:
+                try:
+                    os.unlink(os.path.join(self.blob_dir, name))
+                except OSError as e:
+                    log.warning("queue database %s: cannot remove stale blob file %s: %s", self.path, name, e)
         self._next_entry = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM entries").fetchone()[0]
         self._next_blob = conn.execute("SELECT coalesce(max(id), 0) + 1 FROM blobs").fetchone()[0]
         return conn
@@ -250,6 +275,8 @@ class SqliteStore:
             conn.close()
 
     def _transaction(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
+        self._written.clear()
+        self._unlink.clear()
         try:
             conn.execute("BEGIN IMMEDIATE")
             enq = [op for op in ops if op.kind == "enqueue"]
@@ -262,14 +289,20 @@ class SqliteStore:
                     op.result = getattr(self, "_op_" + op.kind)(conn, *op.args)
                 except Exception as e:  # noqa: BLE001 - reported to that operation's caller
                     op.error = e
+            if self._written and self.fsync:
+                _fsync_dir(self.blob_dir)  # the new files' names, before the rows that point at them
             conn.execute("COMMIT")
             self.commits += 1
             self.operations += len(ops)
+            for b in self._unlink:
+                self._remove_file(b)
         except Exception as e:  # noqa: BLE001 - the thread must survive; every caller gets the error
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            for b in self._written:
+                self._remove_file(b)
             self._recent.clear()
             self._recent_bytes = 0
             self._live.clear()
@@ -302,7 +335,12 @@ class SqliteStore:
             else:
                 blob = self._next_blob
                 self._next_blob += 1
-                new_blobs[blob] = [blob, raw, 1]
+                if len(raw) >= _EXTERNAL_MIN:
+                    self._written.append(blob)
+                    self._write_file(blob, raw)
+                    new_blobs[blob] = [blob, b"", 1, 1]
+                else:
+                    new_blobs[blob] = [blob, raw, 1, 0]
                 prev = self._recent.pop(key, None)
                 if prev is not None:
                     self._recent_bytes -= len(prev[0])
@@ -314,7 +352,7 @@ class SqliteStore:
             rows.append((eid, queue, blob, signal, items, len(raw), created, metadata))
             op.result = (eid, blob)
         if new_blobs:
-            conn.executemany("INSERT INTO blobs(id, data, refs) VALUES (?, ?, ?)", list(new_blobs.values()))
+            conn.executemany("INSERT INTO blobs(id, data, refs, ext) VALUES (?, ?, ?, ?)", list(new_blobs.values()))
         if more_refs:
             conn.executemany("UPDATE blobs SET refs = refs + ? WHERE id = ?", [(n, b) for b, n in more_refs.items()])
         conn.executemany("INSERT INTO entries(id, queue, blob, signal, items, bytes, created, metadata) "
@@ -328,8 +366,13 @@ class SqliteStore:
     def _op_ack(self, conn: sqlite3.Connection, entries: list[tuple[int, int]]) -> None:
         conn.executemany("DELETE FROM entries WHERE id = ?", [(e,) for e, _b in entries])
         counts = collections.Counter(b for _e, b in entries)
-        conn.executemany("UPDATE blobs SET refs = refs - ? WHERE id = ?", [(n, b) for b, n in counts.items()])
-        conn.executemany("DELETE FROM blobs WHERE id = ? AND refs <= 0", [(b,) for b in counts])
+        for b, n in counts.items():
+            # the last references go: delete the row outright (an UPDATE would rewrite an inline blob)
+            gone = conn.execute("DELETE FROM blobs WHERE id = ? AND refs <= ? RETURNING ext", (b, n)).fetchall()
+            if not gone:
+                conn.execute("UPDATE blobs SET refs = refs - ? WHERE id = ?", (n, b))
+            elif gone[0][0]:
+                self._unlink.append(b)
         for b, n in counts.items():
             left = self._live.get(b)
             if left is not None:
@@ -347,15 +390,52 @@ class SqliteStore:
         out: list[tuple[int, bytes]] = []
         for chunk in _chunks(ids, 500):
             marks = ",".join("?" * len(chunk))
-            out += conn.execute(
-                f"SELECT e.id, b.data FROM entries e JOIN blobs b ON b.id = e.blob WHERE e.id IN ({marks})",
-                chunk).fetchall()
+            for eid, blob, data, ext in conn.execute(
+                    f"SELECT e.id, b.id, b.data, b.ext FROM entries e JOIN blobs b ON b.id = e.blob "
+                    f"WHERE e.id IN ({marks})", chunk):
+                if not ext:
+                    out.append((eid, data))
+                    continue
+                try:
+                    out.append((eid, self._read_file(blob)))
+                except FileNotFoundError:  # removed behind our back: the queue drops the entry
+                    log.error("queue database %s: blob file %s of entry %d is missing", self.path, blob, eid)
         return out
 
     def _op_stats(self, conn: sqlite3.Connection) -> list[tuple[str, int]]:
         b = conn.execute("SELECT count(*), coalesce(sum(length(data)), 0), coalesce(sum(refs), 0) FROM blobs").fetchone()
         e = conn.execute("SELECT count(*) FROM entries").fetchone()
-        return [("blobs", b[0]), ("blob_bytes", b[1]), ("blob_refs", b[2]), ("entries", e[0])]
+        files = os.listdir(self.blob_dir)
+        nbytes = b[1] + sum(os.path.getsize(os.path.join(self.blob_dir, f)) for f in files)
+        return [("blobs", b[0]), ("blob_bytes", nbytes), ("blob_refs", b[2]), ("entries", e[0]),
+                ("blob_files", len(files))]
+
+    # -- blob files --------------------------------------------------------------------------------------
+    def _file(self, blob: int) -> str:
+        return os.path.join(self.blob_dir, str(blob))
+
+    def _write_file(self, blob: int, raw: bytes) -> None:
+        fd = os.open(self._file(blob), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _read_file(self, blob: int) -> bytes:
+        with open(self._file(blob), "rb") as fh:
+            return fh.read()
+
+    def _remove_file(self, blob: int) -> None:
+        try:
+            os.unlink(self._file(blob))
+        except FileNotFoundError:
+            pass
+        except OSError as e:  # removed at the next start
+            log.warning("queue database %s: cannot remove blob file %s: %s", self.path, blob, e)
 
 
 _LAYOUT = {
@@ -416,6 +496,14 @@ def _resolve(ops: list[_Op]) -> None:
             op.future.set_exception(op.error)
         else:
             op.future.set_result(op.result)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _chunks(seq: list[int], n: int) -> list[list[int]]:
@@ -664,6 +752,12 @@ class SendingQueue:
                 except BaseException:
                     self.release(group)
                     raise
+                lost = [e for e in group if e.batch is None and e.raw is None]
+                if lost:  # its blob file was deleted by someone else: say so once, never retry it
+                    group = [e for e in group if e.batch is not None or e.raw is not None]
+                    await self._drop(lost, "storage_lost")
+                    if not group:
+                        continue
                 return group
 
     def _expired(self) -> list[Entry]:

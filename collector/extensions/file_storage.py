@@ -2,7 +2,8 @@
 sampling buffers, budget sums). Each component gets its own file via :meth:`FileStorage.path_for`.
 
 Exporters whose ``sending_queue.storage`` names this extension share one SQLite database in WAL mode
-(:meth:`FileStorage.queue_store`), one logical queue per exporter; ``fsync: true`` makes every commit
+(:meth:`FileStorage.queue_store`), one logical queue per exporter, with requests of 32 KiB and more in
+files of their own (``exporter_sending_queues.sqlite-blobs/``); ``fsync: true`` makes every commit
 durable against power loss (``synchronous=FULL``), the default survives a process crash (``NORMAL``)."""
 
 from __future__ import annotations

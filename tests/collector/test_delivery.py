@@ -147,6 +147,60 @@ async def test_fan_out_stores_one_copy_and_each_exporter_delivers(tmp_path: Path
             assert (await store.stats())["blobs"] == 0
 
 
+async def test_large_requests_live_in_blob_files_shared_by_a_fan_out(tmp_path: Path) -> None:
+    """Requests over 32 KiB are stored as one file each (fan-out included), survive a restart, and their
+    files go when the last exporter has sent them; stale files are removed at start."""
+    up = False
+    blob_dir = tmp_path / "exporter_sending_queues.sqlite-blobs"
+    with OtlpBackend(lambda n: Action() if up else Action(503)) as a, OtlpBackend() as b:
+        q = {"storage": "file_storage"}
+        exps = {"testotlp/la": exporter_cfg(a.http_endpoint(), sending_queue=q),
+                "testotlp/lb": exporter_cfg(b.http_endpoint(), sending_queue=q)}
+        h = Harness(exps, storage=tmp_path, shutdown_timeout=0.3)
+        async with h:
+            assert (await h.post([1, 2], attrs=1000)).status == 200  # ~90 KB: a file
+            assert (await h.post([3])).status == 200  # small: inline in SQLite
+            await wait_until(lambda: b.received_ids() == ids_of(3), what="b delivered")
+            await wait_until(lambda: h.exporter("testotlp/lb").status_info()["queue_size"] == 0, what="b acked")
+            st = await h.exporter("testotlp/la")._queue.store.stats()
+            assert st["blobs"] == 2 and st["blob_files"] == 1 and st["entries"] == 2 and st["blob_refs"] == 2
+            assert st["blob_bytes"] > 90_000
+        (blob_dir / "999999").write_bytes(b"left by a transaction that never committed")
+        db = sqlite3.connect(tmp_path / "exporter_sending_queues.sqlite")
+        (fid,) = db.execute("SELECT id FROM blobs WHERE ext = 1").fetchone()
+        db.close()
+        assert sorted(p.name for p in blob_dir.iterdir()) == sorted([str(fid), "999999"])
+        up = True
+        async with Harness(exps, storage=tmp_path, port=h.port) as h2:
+            assert sorted(p.name for p in blob_dir.iterdir()) == [str(fid)]  # the stale one is gone
+            await wait_until(lambda: a.received_ids() == ids_of(3), what="a delivered after restart")
+            await wait_until(lambda: h2.exporter("testotlp/la").status_info()["queue_size"] == 0, what="a empty")
+            assert list(blob_dir.iterdir()) == []
+            assert (await h2.exporter("testotlp/la")._queue.store.stats())["blobs"] == 0
+
+
+async def test_missing_blob_file_is_dropped_with_a_reason_not_retried_forever(tmp_path: Path) -> None:
+    up = False
+    with OtlpBackend(lambda n: Action() if up else Action(503)) as be:
+        cfg = exporter_cfg(be.http_endpoint(), sending_queue={"storage": "file_storage"},
+                           dead_letter={"path": str(tmp_path / "dl.jsonl")})
+        h = Harness({"testotlp/lost": cfg}, storage=tmp_path, shutdown_timeout=0.3)
+        async with h:
+            assert (await h.post([1, 2], attrs=1000)).status == 200
+            assert (await h.post([3])).status == 200
+            await wait_until(lambda: len(be.attempts) >= 2, what="failing attempts")
+        files = list((tmp_path / "exporter_sending_queues.sqlite-blobs").iterdir())
+        assert len(files) == 1
+        files[0].unlink()
+        up = True
+        async with Harness({"testotlp/lost": cfg}, storage=tmp_path, port=h.port) as h2:
+            await wait_until(lambda: be.received_ids() == ids_of(1, 3), what="the intact request delivered")
+            await wait_until(lambda: h2.exporter("testotlp/lost").status_info()["queue_size"] == 0, what="empty")
+            assert h2.exporter("testotlp/lost").dropped == {"storage_lost": 2}
+        recs = read_dead_letters(tmp_path / "dl.jsonl")
+        assert len(recs) == 1 and recs[0]["reason"].startswith("storage_lost: ")
+
+
 async def test_one_blob_for_several_queues_and_group_commit(tmp_path: Path) -> None:
     with OtlpBackend(lambda n: Action(503)) as be:
         q = {"storage": "file_storage", "queue_size": 500}

@@ -45,7 +45,8 @@ def _config(backend: OtlpBackend, http_port: int, grpc_port: int, storage: Path 
 
 
 def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
-    """Two exporters on one persistent store (fan-out: one stored copy), the second batching in its queue."""
+    """Two exporters on one persistent store (fan-out: one stored copy), the second batching in its queue;
+    every third request is over 32 KiB (stored in a blob file, not in SQLite)."""
     up = threading.Event()
     policy = lambda n: Action() if up.is_set() else Action(503)  # noqa: E731
     with OtlpBackend(policy) as be, OtlpBackend(policy) as be2:
@@ -67,7 +68,7 @@ def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
             while not stop.is_set():
                 with lock:
                     i = next(counter)
-                body = make_request([i]).SerializeToString()
+                body = make_request([i], attrs=1000 if i % 3 == 0 else 0).SerializeToString()
                 try:
                     conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
                     r = conn.getresponse()
@@ -93,6 +94,7 @@ def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
             for t in threads:
                 t.join()
         assert be.received_ids() == set() and be2.received_ids() == set()
+        assert any((tmp_path / "storage" / "exporter_sending_queues.sqlite-blobs").iterdir())  # large ones
         sent = next(counter) - 1
         up.set()
         col2 = DeliveryCollector(cfg, workdir=tmp_path).start()
