@@ -709,23 +709,29 @@ def _decode_value(b: bytes, i: int) -> Any:
     return value_of(av)
 
 
-def key_hits(data: bytes) -> list[tuple[int, int]] | None:
-    """(end offset, key id) of every indexed-key encoding in ``data``, sorted; None without Hyperscan."""
+_KID_BITS = 10  # a hit is packed in one int: end offset << _KID_BITS | key id (no tuple per hit)
+_KID_MASK = (1 << _KID_BITS) - 1
+assert len(_KEY_LIST) <= _KID_MASK + 1
+
+
+def key_hits(data: bytes) -> list[int] | None:
+    """Every indexed-key encoding in ``data``, each as ``end offset << 10 | key id``, sorted; None without
+    Hyperscan."""
     db = _key_db()
     if db is None:
         return None
-    hits: list[tuple[int, int]] = []
+    hits: list[int] = []
     add = hits.append
-    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add((t, i)))
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
     hits.sort()
     return hits
 
 
-def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+def store_wire_values(request: Any, data: bytes, hits: list[int],
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
                       skip: set[int] | frozenset[int] = frozenset(),
                       overrides: dict[int, dict[str, Any]] | None = None) -> None:
-    """Decode the values of the key ``hits`` (end offset, key id) in ``data`` (the serialised form of
+    """Decode the values of the key ``hits`` (:func:`key_hits`) in ``data`` (the serialised form of
     ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
     left alone."""
     e = _ventry(request)
@@ -738,16 +744,24 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             ends.append(t)
     per: list[dict[str, Any]] = [{} for _ in starts]
     klen = _KEY_LEN
-    for t, kid in hits:
-        j = _bisect_right(starts, t) - 1
-        if j < 0 or t > ends[j]:
-            continue
+    # hits are in offset order: a span found for one hit serves the next ones until past its end
+    cur_end = -1
+    d: dict[str, Any] = {}
+    for h in hits:
+        t = h >> 10
+        if t > cur_end:
+            j = _bisect_right(starts, t) - 1
+            if j < 0 or t > ends[j]:
+                continue
+            cur_end = ends[j]
+            d = per[j]
+        kid = h & 1023
         # only the span's own attributes (Span field 9, tag 0x4a), not event / link / kvlist keys: the
         # KeyValue's length prefix (1 or 2 bytes) must follow a 0x4a tag
         k0 = t - klen[kid]
-        if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
-                or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
-            continue
+        if data[k0 - 2] != 0x4A or data[k0 - 1] >= 0x80:
+            if not (data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
+                continue
         # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
         ln = data[t]
         if 2 < ln < 0x80:
@@ -755,22 +769,22 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             if tag == 0x0A:
                 n = data[t + 2]
                 if n < 0x80:
-                    per[j][keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
+                    d[keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
                     continue
             elif tag == 0x21 and ln == 9:
-                per[j][keys[kid]] = _unpack_d(data, t + 2)[0]
+                d[keys[kid]] = _unpack_d(data, t + 2)[0]
                 continue
             elif tag == 0x18:
                 b0 = data[t + 2]
                 if b0 < 0x80:
-                    per[j][keys[kid]] = b0
+                    d[keys[kid]] = b0
                     continue
                 b1 = data[t + 3]
                 if b1 < 0x80:
-                    per[j][keys[kid]] = (b0 & 0x7F) | (b1 << 7)
+                    d[keys[kid]] = (b0 & 0x7F) | (b1 << 7)
                     continue
         try:
-            per[j][keys[kid]] = _decode_value(data, t)
+            d[keys[kid]] = _decode_value(data, t)
         except (IndexError, ValueError, _struct.error):
             continue
     k = 0
@@ -780,6 +794,11 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             k += n_items
             continue  # bytes and message disagree: these spans are walked on demand
         for ss in rs.scope_spans:
+            if not skip and not overrides:
+                for span, vals in zip(ss.spans, per[k:k + len(ss.spans)]):
+                    e[id(span)] = (span, vals)
+                k += len(ss.spans)
+                continue
             for span in ss.spans:
                 sid = id(span)
                 if sid not in skip:
@@ -797,10 +816,10 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
     e[-1] = (None, {})
 
 
-_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
+_PENDING: dict[int, tuple[Any, bytes, list[int] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
 
 
-def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]] | None,
+def defer_wire_values(request: Any, data: bytes, hits: list[int] | None,
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int],
                       overrides: dict[int, dict[str, Any]] | None = None) -> None:
     """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
@@ -926,6 +945,63 @@ def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: 
     else:
         _to_any(value, kv.value)
     values[key] = value
+
+
+_DOUBLE_HEAD: dict[str, bytes] = {}
+
+
+def _double_head(key: str) -> bytes:
+    """The encoding of a span attribute ``key`` = <double> up to the 8 value bytes (Span field 9)."""
+    head = _DOUBLE_HEAD.get(key)
+    if head is None:
+        kb = key.encode()
+        kv = b"\x0a" + _enc_varint(len(kb)) + kb + b"\x12\x09\x21"
+        head = b"\x4a" + _enc_varint(len(kv) + 8) + kv
+        if len(_DOUBLE_HEAD) < 1000:
+            _DOUBLE_HEAD[key] = head
+    return head
+
+
+def _enc_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_pack_d = _struct.Struct("<d").pack
+
+
+def put_doubles(span: Any, values: dict[str, Any], pairs: list[tuple[str, float]], request: Any = None) -> None:
+    """:func:`put` of several float attributes of one span; the keys the span does not have yet are
+    appended in one step (one merge of their encoding instead of a message per attribute)."""
+    blob: list[bytes] = []
+    new: list[str] = []
+    for key, value in pairs:
+        if key in values or type(value) is not float:
+            put(span.attributes, values, key, value, request, span)
+            continue
+        blob.append(_double_head(key))
+        blob.append(_pack_d(value))
+        new.append(key)
+        values[key] = value
+    if not blob:
+        return
+    span.MergeFromString(b"".join(blob))
+    if request is not None:
+        ent = _CACHE.get(id(request))
+        if ent is not None and ent[0] is request:
+            got = ent[1].get(id(span))
+            if got is not None and got[0] is span:
+                attrs = span.attributes
+                base = len(attrs) - len(new)
+                for i, key in enumerate(new):
+                    got[1][key] = attrs[base + i]
+
+
+__all__ += ["put_doubles"]
 
 
 # --- content direction (added for exporters that show prompts and completions separately) ------------------

@@ -278,6 +278,9 @@ class CostProcessor(SimpleProcessor):
         put = genai.put
         values = genai.span_values(batch)
         w_cost = _W["cost"]
+        w_in, w_out = _W["cost_input"], _W["cost_output"]
+        w_cr, w_cw, w_rz = _W["cost_cache_read"], _W["cost_cache_write"], _W["cost_reasoning"]
+        put_doubles = genai.put_doubles
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
@@ -326,16 +329,17 @@ class CostProcessor(SimpleProcessor):
                         cw = max(0, as_int(f.get("cache_write_tokens")) or 0)
                         rz = max(0, as_int(f.get("reasoning_tokens")) or 0)
                         c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
-                        put(attrs, v, w_cost, c.total, req, span)
                         if parts:
-                            put(attrs, v, _W["cost_input"], c.input, req, span)
-                            put(attrs, v, _W["cost_output"], c.output, req, span)
+                            todo = [(w_cost, c.total), (w_in, c.input), (w_out, c.output)]
                             if cr:
-                                put(attrs, v, _W["cost_cache_read"], c.cache_read, req, span)
+                                todo.append((w_cr, c.cache_read))
                             if cw:
-                                put(attrs, v, _W["cost_cache_write"], c.cache_write, req, span)
+                                todo.append((w_cw, c.cache_write))
                             if rz:
-                                put(attrs, v, _W["cost_reasoning"], c.reasoning, req, span)
+                                todo.append((w_rz, c.reasoning))
+                            put_doubles(span, v, todo, req)
+                        else:
+                            put(attrs, v, w_cost, c.total, req, span)
 
                     except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
                         self._rl.log(logging.WARNING, "span", "cost: span left unchanged: %r", exc)
