@@ -904,20 +904,30 @@ def vfield(values: dict[str, Any], name: str) -> Any:
     return None
 
 
-def fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name."""
+def fields(values: dict[str, Any], ranks: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name.
+    ``ranks`` (from :func:`ranks_of`): look only at the names of the fields a caller needs."""
     out: dict[str, Any] = {}
     rank: dict[str, int] = {}
-    rk = _RANK
+    rk = _RANK if ranks is None else ranks
     for name, v in values.items():
         fr = rk.get(name)
         if fr is None or v is None or v == "":
             continue
         f, r = fr
-        if f not in rank or r < rank[f]:
+        cur = rank.get(f)
+        if cur is None or r < cur:
             rank[f] = r
             out[f] = v
     return out
+
+
+def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:
+    """The attribute names of some fields with their (field, priority), for :func:`fields`."""
+    return {n: fr for n, fr in _RANK.items() if fr[0] in field_names}
+
+
+__all__ += ["ranks_of"]
 
 
 def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
@@ -1002,6 +1012,45 @@ def put_doubles(span: Any, values: dict[str, Any], pairs: list[tuple[str, float]
 
 
 __all__ += ["put_doubles"]
+
+
+def doubles_writer(request: Any) -> Any:
+    """A function ``write(span, values, keys, nums)`` for the spans of ``request``: :func:`put_doubles` of the
+    float ``nums`` under ``keys`` (a tuple, the same few tuples over and over), with the encoding of the
+    common case (no key there yet) packed by one precompiled struct per ``keys``."""
+    ent = _CACHE.get(id(request))
+    idxs = ent[1] if ent is not None and ent[0] is request else None
+    packers: dict[tuple[str, ...], tuple[Any, tuple[bytes, ...]]] = {}
+
+    def write(span: Any, values: dict[str, Any], keys: tuple[str, ...], nums: tuple[float, ...]) -> None:
+        for k in keys:
+            if k in values:
+                put_doubles(span, values, list(zip(keys, nums)), request)
+                return
+        got = packers.get(keys)
+        if got is None:
+            heads = tuple(_double_head(k) for k in keys)
+            got = packers[keys] = (_struct.Struct("<" + "".join(f"{len(h)}sd" for h in heads)), heads)
+        st, heads = got
+        args: list[Any] = []
+        for h, x in zip(heads, nums):
+            args.append(h)
+            args.append(x)
+        span.MergeFromString(st.pack(*args))
+        for k, x in zip(keys, nums):
+            values[k] = x
+        if idxs is not None:
+            own = idxs.get(id(span))
+            if own is not None and own[0] is span:
+                attrs = span.attributes
+                base = len(attrs) - len(keys)
+                for i, k in enumerate(keys):
+                    own[1][k] = attrs[base + i]
+
+    return write
+
+
+__all__ += ["doubles_writer"]
 
 
 # --- content direction (added for exporters that show prompts and completions separately) ------------------
