@@ -730,7 +730,7 @@ def key_hits(data: bytes) -> list[int] | None:
 def store_wire_values(request: Any, data: bytes, hits: list[int],
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
                       skip: set[int] | frozenset[int] = frozenset(),
-                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
+                      overrides: dict[int, Any] | None = None) -> None:
     """Decode the values of the key ``hits`` (:func:`key_hits`) in ``data`` (the serialised form of
     ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
     left alone."""
@@ -805,6 +805,8 @@ def store_wire_values(request: Any, data: bytes, hits: list[int],
                     vals = per[k]
                     if overrides:
                         ov = overrides.get(sid)
+                        if type(ov) is tuple:  # (span, changes): the span kept alive, so its id is its own
+                            ov = ov[1] if ov[0] is span else None
                         if ov:
                             for key, val in ov.items():
                                 if val is None:
@@ -816,15 +818,16 @@ def store_wire_values(request: Any, data: bytes, hits: list[int],
     e[-1] = (None, {})
 
 
-_PENDING: dict[int, tuple[Any, bytes, list[int] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
+_PENDING: dict[int, tuple[Any, bytes, list[int] | None, Any, set[int], dict[int, Any]]] = {}
 
 
 def defer_wire_values(request: Any, data: bytes, hits: list[int] | None,
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int],
-                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
+                      overrides: dict[int, Any] | None = None) -> None:
     """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
     (whose values it stored), for :func:`span_values` to scan (unless ``hits`` are given) and decode only if
-    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted)."""
+    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted), or
+    ``(span, values)``, which keeps the span's wrapper (and so its id) alive until the values are stored."""
     if len(_PENDING) >= _CACHE_MAX:
         del _PENDING[next(iter(_PENDING))]
     _PENDING[id(request)] = (request, data, hits, layout, skip, overrides or {})

@@ -537,7 +537,7 @@ class RedactionProcessor(SimpleProcessor):
             layout = _layout(data)
             if layout is not None:
                 walked: set[int] = set()
-                overrides: dict[int, dict[str, Any]] = {}
+                overrides: dict[int, Any] = {}
                 if ends:
                     walked = self._gated(req, sig, data, ends, layout, det, keyhits, overrides)
                 if sig is Signal.TRACES and genai.WIRE_VALUES:
@@ -576,10 +576,10 @@ class RedactionProcessor(SimpleProcessor):
     def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int],
                layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
                det: list[int] | None = None, keyhits: list[int] | None = None,
-               overrides: dict[int, dict[str, Any]] | None = None) -> set[int]:
+               overrides: dict[int, Any] | None = None) -> set[int]:
         """Walk only the items whose byte range holds a candidate end offset; returns the ids of the
         spans walked. A span with key-rule hits only (``keyhits``, no ``det`` hit) is changed in place at
-        the attributes the hits point at, without a walk; its changed values go to ``overrides``."""
+        the attributes the hits point at, without a walk; it and its changed values go to ``overrides``."""
         walked: set[int] = set()
         r = self.r
         n = len(ends)
@@ -631,7 +631,7 @@ class RedactionProcessor(SimpleProcessor):
                         if not (j < len(det) and det[j] <= e):
                             targets = _flags(data, s, e, keyhits, bisect_left(keyhits, s + 1), 9, 11)
                             if targets is not None and not targets[1]:
-                                overrides[id(item)] = r.key_rules(item, targets[0])
+                                overrides[id(item)] = (item, r.key_rules(item, targets[0]))
                                 continue
                     r.span(req, item, True, _flags(data, s, e, ends, bisect_left(ends, s + 1), 9, 11))
                     walked.add(id(item))
