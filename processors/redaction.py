@@ -135,6 +135,7 @@ class Redactor:
                             or not cfg.use_hyperscan or bool(self.finder._always))
         self._key_exprs: list[bytes] = []
         self._n_det = 0
+        self._gates: list[Any] = []
         self.keygate = self._build_keygate() if not self.always_walk else None
         self.gate = self._build_gate() if not self.always_walk else None
 
@@ -154,16 +155,26 @@ class Redactor:
 
     def _build_gate(self) -> Any:
         """Detector cores, user patterns (prefilter) and key rules in one database without start offsets:
-        one scan over a whole serialised request says which spans / records need a walk."""
+        one scan over a whole serialised request says which spans / records need a walk. The email core
+        goes to a database of its own (``self._gates``): Hyperscan compiles it together with the others into
+        a much slower scan (~4 µs instead of ~2 µs per 2 KB span for the built-in detectors)."""
         assert _hs is not None
         self._n_det = len(self.finder.gate_exprs)
         exprs = list(self.finder.gate_exprs) + [(e, _hs.HS_FLAG_DOTALL) for e in self._key_exprs]
-        ids = list(range(len(exprs)))
         if not exprs:
             return None
-        db = _hs.Database()
-        db.compile(expressions=[e for e, _ in exprs], ids=ids, elements=len(exprs), flags=[f for _, f in exprs])
-        return db
+        alone = {i for i, d in enumerate(self.finder.dets) if d.kind == "email"}
+        groups = [[i for i in range(len(exprs)) if i not in alone], sorted(alone)]
+        dbs = []
+        for ids in groups:
+            if not ids:
+                continue
+            db = _hs.Database()
+            db.compile(expressions=[exprs[i][0] for i in ids], ids=ids, elements=len(ids),
+                       flags=[exprs[i][1] for i in ids])
+            dbs.append(db)
+        self._gates = dbs
+        return dbs[0]
 
     def gate_hits(self, data: bytes) -> tuple[list[int], list[int]] | None:
         """Sorted end offsets in ``data`` of every detector / pattern candidate, and of every key a key rule
@@ -182,7 +193,8 @@ class Redactor:
             else:
                 addk(t)
 
-        self.gate.scan(data, match_event_handler=cb)
+        for db in self._gates:
+            db.scan(data, match_event_handler=cb)
         ends.sort()
         keys.sort()
         return ends, keys
