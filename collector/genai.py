@@ -604,9 +604,9 @@ def key_patterns() -> list[bytes]:
     for k in _KEY_LIST:
         kb = k.encode()
         esc = b"".join(b"\\x%02x" % c for c in kb)
-        # a pure literal (Hyperscan's fastest matcher on every CPU); whether the KeyValue is one of the span's
-        # own attributes (tag 0x4a before its length) is checked when decoding
-        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+        # one of the span's own attributes (Span field 9: tag 0x4a, then the KeyValue's length in 1 or 2
+        # bytes), checked by Hyperscan rather than in Python per hit (event / link / kvlist keys do not match)
+        out.append(b"\\x4a[\\x80-\\xff]?[\\x00-\\x7f]\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
     return out
 
 
@@ -743,7 +743,6 @@ def store_wire_values(request: Any, data: bytes, hits: list[int],
             starts.append(s)
             ends.append(t)
     per: list[dict[str, Any]] = [{} for _ in starts]
-    klen = _KEY_LEN
     # hits are in offset order: a span found for one hit serves the next ones until past its end
     cur_end = -1
     d: dict[str, Any] = {}
@@ -756,12 +755,6 @@ def store_wire_values(request: Any, data: bytes, hits: list[int],
             cur_end = ends[j]
             d = per[j]
         kid = h & 1023
-        # only the span's own attributes (Span field 9, tag 0x4a), not event / link / kvlist keys: the
-        # KeyValue's length prefix (1 or 2 bytes) must follow a 0x4a tag
-        k0 = t - klen[kid]
-        if data[k0 - 2] != 0x4A or data[k0 - 1] >= 0x80:
-            if not (data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
-                continue
         # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
         ln = data[t]
         if 2 < ln < 0x80:
