@@ -337,23 +337,26 @@ class CostProcessor(SimpleProcessor):
                         cw = 0 if cw is None else max(0, as_int(cw) or 0)
                         rz = f.get("reasoning_tokens")
                         rz = 0 if rz is None else max(0, as_int(rz) or 0)
+                        if parts and not (cr or cw or rz):  # the common case, compute() inlined
+                            price = found[0]
+                            ci = (inp or 0) * price.input
+                            co = (out or 0) * price.output
+                            write(span, v, k3, (ci + co, ci, co))
+                            continue
                         c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
                         if parts:
-                            if not (cr or cw or rz):
-                                write(span, v, k3, (c.total, c.input, c.output))
-                            else:
-                                keys = [w_cost, w_in, w_out]
-                                nums = [c.total, c.input, c.output]
-                                if cr:
-                                    keys.append(w_cr)
-                                    nums.append(c.cache_read)
-                                if cw:
-                                    keys.append(w_cw)
-                                    nums.append(c.cache_write)
-                                if rz:
-                                    keys.append(w_rz)
-                                    nums.append(c.reasoning)
-                                write(span, v, tuple(keys), tuple(nums))
+                            keys = [w_cost, w_in, w_out]
+                            nums = [c.total, c.input, c.output]
+                            if cr:
+                                keys.append(w_cr)
+                                nums.append(c.cache_read)
+                            if cw:
+                                keys.append(w_cw)
+                                nums.append(c.cache_write)
+                            if rz:
+                                keys.append(w_rz)
+                                nums.append(c.reasoning)
+                            write(span, v, tuple(keys), tuple(nums))
                         else:
                             put(span.attributes, v, w_cost, c.total, req, span)
 
