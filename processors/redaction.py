@@ -428,6 +428,32 @@ class Redactor:
                 self._fail_closed(ev.attributes)
             genai.remember_values(req, span, genai.values_from_index(genai.index(span.attributes)))
 
+    def unchanged(self, span: Any, flags: tuple[set[int], set[int]]) -> bool:
+        """Would a walk leave this span as it is? True only in the plain case: the candidates are all in
+        span attributes (no event hit, no links), each a string scanned by the detectors (no key rule
+        applies) in which they find nothing (a false candidate, e.g. digits failing the Luhn check)."""
+        if flags[1] or len(span.links) or not flags[0]:
+            return False
+        attrs = span.attributes
+        try:
+            for i in flags[0]:
+                if i >= len(attrs):
+                    return False
+                kv = attrs[i]
+                k = kv.key
+                act = self._memo.get(k)
+                if act is None:
+                    act = self._action(k, False)
+                if act != self._SCAN or kv.value.WhichOneof("value") != "string_value":
+                    return False
+                s = kv.value.string_value
+                st = _Stats()
+                if self.redact_text(s, st) is not s or st.count:
+                    return False
+        except Exception:  # noqa: BLE001 - when in doubt, walk (and fail closed there)
+            return False
+        return True
+
     def key_rules(self, span: Any, positions: set[int]) -> dict[str, Any]:
         """Apply the key rules (hash_keys, content drop / hash) to the attributes at ``positions`` only;
         returns the changed values of the keys genai indexes (None for a deleted key)."""
@@ -645,7 +671,10 @@ class RedactionProcessor(SimpleProcessor):
                             if targets is not None and not targets[1]:
                                 overrides[id(item)] = (item, r.key_rules(item, targets[0]))
                                 continue
-                    r.span(req, item, True, _flags(data, s, e, ends, bisect_left(ends, s + 1), 9, 11))
+                    flags = _flags(data, s, e, ends, bisect_left(ends, s + 1), 9, 11)
+                    if flags is not None and not (keyhits and _has(keyhits, s, e)) and r.unchanged(item, flags):
+                        continue  # false candidates only (e.g. a hex id that looks like a card number)
+                    r.span(req, item, True, flags)
                     walked.add(id(item))
                 else:
                     r.log_record(item, True)
@@ -653,6 +682,12 @@ class RedactionProcessor(SimpleProcessor):
 
 
 _fields = genai.wire_fields
+
+
+def _has(offsets: list[int], s: int, e: int) -> bool:
+    """Is one of the sorted ``offsets`` in ``(s, e]``?"""
+    j = bisect_left(offsets, s + 1)
+    return j < len(offsets) and offsets[j] <= e
 _layout = genai.wire_layout
 
 

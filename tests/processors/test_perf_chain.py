@@ -83,3 +83,35 @@ def test_wire_values_read_only_the_spans_own_attributes() -> None:
     assert v["gen_ai.request.model"] == "gpt-4o"
     assert v["user.id"] == "u" * 200
     assert "tenant.id" not in v
+
+
+def test_redaction_skips_the_walk_of_spans_with_false_candidates_only() -> None:
+    from processors.redaction import RedactionConfig, RedactionProcessor
+
+    s = CreateSettings(id=ComponentID.parse("redaction"), kind=Kind.PROCESSOR, signal=Signal.TRACES,
+                       pipeline="traces", next=_Sink())
+    red = RedactionProcessor(s, RedactionConfig(summary="info"))
+    walked: list[str] = []
+    real_span = red.r.span
+
+    def span(req: Any, item: Any, *a: Any, **k: Any) -> None:
+        walked.append(item.name)
+        real_span(req, item, *a, **k)
+
+    red.r.span = span  # type: ignore[method-assign]
+    hexid = "chatcmpl-1234567890123456"  # 16 digits failing the Luhn check: a card-number candidate only
+    src = batch_of([("false", {"gen_ai.response.id": hexid, "user.id": "u-1"}),
+                    ("real", {"gen_ai.prompt.0.content": "card 4111 1111 1111 1111 please", "user.id": "u-2"}),
+                    ("both", {"gen_ai.response.id": hexid, "gen_ai.completion.0.content": "ssn 123-45-6789"})])
+    b = Batch.from_bytes(Signal.TRACES, src.request.SerializeToString())
+    red.process(b)
+    b.modified()
+    assert walked == ["real", "both"]
+    spans = list(b.request.resource_spans[0].scope_spans[0].spans)
+    a0, a1, a2 = (attrs_of(sp) for sp in spans)
+    assert a0 == {"gen_ai.response.id": hexid, "user.id": "u-1"}
+    assert a1["gen_ai.prompt.0.content"] == "card <CREDIT_CARD> please" and a1["redaction.masked.count"] == 1
+    assert a2["gen_ai.response.id"] == hexid and "<US_SSN>" in a2["gen_ai.completion.0.content"]
+    values = genai.span_values(b)
+    assert values(spans[0])["user.id"] == "u-1" and values(spans[1])["user.id"] == "u-2"
+    assert values(spans[1])["redaction.masked.count"] == 1
