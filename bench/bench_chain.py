@@ -17,10 +17,10 @@ import gc
 import time
 from typing import Any
 
-from collector.component import ComponentID, CreateSettings, Kind, registry
-from collector.pdata import Batch, Signal
 from bench.bench_passthrough import CHAIN_PROCESSORS
 from bench.llm_spans import make_request
+from collector.component import ComponentID, CreateSettings, Kind, registry
+from collector.pdata import Batch, Signal
 
 
 class _Sink:
@@ -44,7 +44,8 @@ def build(names: list[str], sink: Any) -> list[Any]:
     for name in reversed(names):
         f = registry.get(Kind.PROCESSOR, name)
         assert f is not None
-        cfg = f.config_model.model_validate(CHAIN_PROCESSORS[name])
+        model: Any = f.config_model
+        cfg = model.model_validate(CHAIN_PROCESSORS[name])
         s = CreateSettings(id=ComponentID.parse(name), kind=Kind.PROCESSOR, signal=Signal.TRACES,
                            pipeline="traces", next=nxt)
         nxt = f.create(s, cfg)
