@@ -604,9 +604,9 @@ def key_patterns() -> list[bytes]:
     for k in _KEY_LIST:
         kb = k.encode()
         esc = b"".join(b"\\x%02x" % c for c in kb)
-        # a pure literal (Hyperscan's fastest matcher on every CPU); whether the KeyValue is one of the span's
-        # own attributes (tag 0x4a before its length) is checked when decoding
-        out.append(b"\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+        # one of the span's own attributes (Span field 9: tag 0x4a, then the KeyValue's length in 1 or 2
+        # bytes), checked by Hyperscan rather than in Python per hit (event / link / kvlist keys do not match)
+        out.append(b"\\x4a[\\x80-\\xff]?[\\x00-\\x7f]\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
     return out
 
 
@@ -709,23 +709,29 @@ def _decode_value(b: bytes, i: int) -> Any:
     return value_of(av)
 
 
-def key_hits(data: bytes) -> list[tuple[int, int]] | None:
-    """(end offset, key id) of every indexed-key encoding in ``data``, sorted; None without Hyperscan."""
+_KID_BITS = 10  # a hit is packed in one int: end offset << _KID_BITS | key id (no tuple per hit)
+_KID_MASK = (1 << _KID_BITS) - 1
+assert len(_KEY_LIST) <= _KID_MASK + 1
+
+
+def key_hits(data: bytes) -> list[int] | None:
+    """Every indexed-key encoding in ``data``, each as ``end offset << 10 | key id``, sorted; None without
+    Hyperscan."""
     db = _key_db()
     if db is None:
         return None
-    hits: list[tuple[int, int]] = []
+    hits: list[int] = []
     add = hits.append
-    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add((t, i)))
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
     hits.sort()
     return hits
 
 
-def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
+def store_wire_values(request: Any, data: bytes, hits: list[int],
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]],
                       skip: set[int] | frozenset[int] = frozenset(),
-                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
-    """Decode the values of the key ``hits`` (end offset, key id) in ``data`` (the serialised form of
+                      overrides: dict[int, Any] | None = None) -> None:
+    """Decode the values of the key ``hits`` (:func:`key_hits`) in ``data`` (the serialised form of
     ``request``, spans laid out as ``layout``) and cache them per span. Spans whose id is in ``skip`` are
     left alone."""
     e = _ventry(request)
@@ -737,17 +743,18 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             starts.append(s)
             ends.append(t)
     per: list[dict[str, Any]] = [{} for _ in starts]
-    klen = _KEY_LEN
-    for t, kid in hits:
-        j = _bisect_right(starts, t) - 1
-        if j < 0 or t > ends[j]:
-            continue
-        # only the span's own attributes (Span field 9, tag 0x4a), not event / link / kvlist keys: the
-        # KeyValue's length prefix (1 or 2 bytes) must follow a 0x4a tag
-        k0 = t - klen[kid]
-        if not (data[k0 - 2] == 0x4A and data[k0 - 1] < 0x80
-                or data[k0 - 3] == 0x4A and data[k0 - 2] >= 0x80 and data[k0 - 1] < 0x80):
-            continue
+    # hits are in offset order: a span found for one hit serves the next ones until past its end
+    cur_end = -1
+    d: dict[str, Any] = {}
+    for h in hits:
+        t = h >> 10
+        if t > cur_end:
+            j = _bisect_right(starts, t) - 1
+            if j < 0 or t > ends[j]:
+                continue
+            cur_end = ends[j]
+            d = per[j]
+        kid = h & 1023
         # inline fast paths: an AnyValue of < 128 bytes holding a short string, a small int or a double
         ln = data[t]
         if 2 < ln < 0x80:
@@ -755,22 +762,22 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             if tag == 0x0A:
                 n = data[t + 2]
                 if n < 0x80:
-                    per[j][keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
+                    d[keys[kid]] = data[t + 3:t + 3 + n].decode("utf-8", "replace")
                     continue
             elif tag == 0x21 and ln == 9:
-                per[j][keys[kid]] = _unpack_d(data, t + 2)[0]
+                d[keys[kid]] = _unpack_d(data, t + 2)[0]
                 continue
             elif tag == 0x18:
                 b0 = data[t + 2]
                 if b0 < 0x80:
-                    per[j][keys[kid]] = b0
+                    d[keys[kid]] = b0
                     continue
                 b1 = data[t + 3]
                 if b1 < 0x80:
-                    per[j][keys[kid]] = (b0 & 0x7F) | (b1 << 7)
+                    d[keys[kid]] = (b0 & 0x7F) | (b1 << 7)
                     continue
         try:
-            per[j][keys[kid]] = _decode_value(data, t)
+            d[keys[kid]] = _decode_value(data, t)
         except (IndexError, ValueError, _struct.error):
             continue
     k = 0
@@ -780,12 +787,19 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
             k += n_items
             continue  # bytes and message disagree: these spans are walked on demand
         for ss in rs.scope_spans:
+            if not skip and not overrides:
+                for span, vals in zip(ss.spans, per[k:k + len(ss.spans)]):
+                    e[id(span)] = (span, vals)
+                k += len(ss.spans)
+                continue
             for span in ss.spans:
                 sid = id(span)
                 if sid not in skip:
                     vals = per[k]
                     if overrides:
                         ov = overrides.get(sid)
+                        if type(ov) is tuple:  # (span, changes): the span kept alive, so its id is its own
+                            ov = ov[1] if ov[0] is span else None
                         if ov:
                             for key, val in ov.items():
                                 if val is None:
@@ -797,15 +811,16 @@ def store_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]],
     e[-1] = (None, {})
 
 
-_PENDING: dict[int, tuple[Any, bytes, list[tuple[int, int]] | None, Any, set[int], dict[int, dict[str, Any]]]] = {}
+_PENDING: dict[int, tuple[Any, bytes, list[int] | None, Any, set[int], dict[int, Any]]] = {}
 
 
-def defer_wire_values(request: Any, data: bytes, hits: list[tuple[int, int]] | None,
+def defer_wire_values(request: Any, data: bytes, hits: list[int] | None,
                       layout: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]], skip: set[int],
-                      overrides: dict[int, dict[str, Any]] | None = None) -> None:
+                      overrides: dict[int, Any] | None = None) -> None:
     """Keep the serialised form of ``request`` as it was before a processor changed the spans in ``skip``
     (whose values it stored), for :func:`span_values` to scan (unless ``hits`` are given) and decode only if
-    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted)."""
+    a later processor asks. ``overrides``: per span id, values changed since (None: key deleted), or
+    ``(span, values)``, which keeps the span's wrapper (and so its id) alive until the values are stored."""
     if len(_PENDING) >= _CACHE_MAX:
         del _PENDING[next(iter(_PENDING))]
     _PENDING[id(request)] = (request, data, hits, layout, skip, overrides or {})
@@ -885,20 +900,30 @@ def vfield(values: dict[str, Any], name: str) -> Any:
     return None
 
 
-def fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name."""
+def fields(values: dict[str, Any], ranks: dict[str, tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Every field of a values dict in one pass: field -> value of its highest-priority non-empty name.
+    ``ranks`` (from :func:`ranks_of`): look only at the names of the fields a caller needs."""
     out: dict[str, Any] = {}
     rank: dict[str, int] = {}
-    rk = _RANK
+    rk = _RANK if ranks is None else ranks
     for name, v in values.items():
         fr = rk.get(name)
         if fr is None or v is None or v == "":
             continue
         f, r = fr
-        if f not in rank or r < rank[f]:
+        cur = rank.get(f)
+        if cur is None or r < cur:
             rank[f] = r
             out[f] = v
     return out
+
+
+def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:
+    """The attribute names of some fields with their (field, priority), for :func:`fields`."""
+    return {n: fr for n, fr in _RANK.items() if fr[0] in field_names}
+
+
+__all__ += ["ranks_of"]
 
 
 def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,
@@ -926,6 +951,102 @@ def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: 
     else:
         _to_any(value, kv.value)
     values[key] = value
+
+
+_DOUBLE_HEAD: dict[str, bytes] = {}
+
+
+def _double_head(key: str) -> bytes:
+    """The encoding of a span attribute ``key`` = <double> up to the 8 value bytes (Span field 9)."""
+    head = _DOUBLE_HEAD.get(key)
+    if head is None:
+        kb = key.encode()
+        kv = b"\x0a" + _enc_varint(len(kb)) + kb + b"\x12\x09\x21"
+        head = b"\x4a" + _enc_varint(len(kv) + 8) + kv
+        if len(_DOUBLE_HEAD) < 1000:
+            _DOUBLE_HEAD[key] = head
+    return head
+
+
+def _enc_varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_pack_d = _struct.Struct("<d").pack
+
+
+def put_doubles(span: Any, values: dict[str, Any], pairs: list[tuple[str, float]], request: Any = None) -> None:
+    """:func:`put` of several float attributes of one span; the keys the span does not have yet are
+    appended in one step (one merge of their encoding instead of a message per attribute)."""
+    blob: list[bytes] = []
+    new: list[str] = []
+    for key, value in pairs:
+        if key in values or type(value) is not float:
+            put(span.attributes, values, key, value, request, span)
+            continue
+        blob.append(_double_head(key))
+        blob.append(_pack_d(value))
+        new.append(key)
+        values[key] = value
+    if not blob:
+        return
+    span.MergeFromString(b"".join(blob))
+    if request is not None:
+        ent = _CACHE.get(id(request))
+        if ent is not None and ent[0] is request:
+            got = ent[1].get(id(span))
+            if got is not None and got[0] is span:
+                attrs = span.attributes
+                base = len(attrs) - len(new)
+                for i, key in enumerate(new):
+                    got[1][key] = attrs[base + i]
+
+
+__all__ += ["put_doubles"]
+
+
+def doubles_writer(request: Any) -> Any:
+    """A function ``write(span, values, keys, nums)`` for the spans of ``request``: :func:`put_doubles` of the
+    float ``nums`` under ``keys`` (a tuple, the same few tuples over and over), with the encoding of the
+    common case (no key there yet) packed by one precompiled struct per ``keys``."""
+    ent = _CACHE.get(id(request))
+    idxs = ent[1] if ent is not None and ent[0] is request else None
+    packers: dict[tuple[str, ...], tuple[Any, tuple[bytes, ...]]] = {}
+
+    def write(span: Any, values: dict[str, Any], keys: tuple[str, ...], nums: tuple[float, ...]) -> None:
+        for k in keys:
+            if k in values:
+                put_doubles(span, values, list(zip(keys, nums)), request)
+                return
+        got = packers.get(keys)
+        if got is None:
+            heads = tuple(_double_head(k) for k in keys)
+            got = packers[keys] = (_struct.Struct("<" + "".join(f"{len(h)}sd" for h in heads)), heads)
+        st, heads = got
+        args: list[Any] = []
+        for h, x in zip(heads, nums):
+            args.append(h)
+            args.append(x)
+        span.MergeFromString(st.pack(*args))
+        for k, x in zip(keys, nums):
+            values[k] = x
+        if idxs is not None:
+            own = idxs.get(id(span))
+            if own is not None and own[0] is span:
+                attrs = span.attributes
+                base = len(attrs) - len(keys)
+                for i, k in enumerate(keys):
+                    own[1][k] = attrs[base + i]
+
+    return write
+
+
+__all__ += ["doubles_writer"]
 
 
 # --- content direction (added for exporters that show prompts and completions separately) ------------------

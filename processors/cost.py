@@ -241,6 +241,9 @@ def compute(price: Price, input_tokens: int, output_tokens: int, cache_read: int
 
 
 _W = genai.WRITE
+# the attribute names of the fields cost reads (fields() looks at these only)
+_NAMES = genai.ranks_of("cost", "response_model", "request_model", "input_tokens", "output_tokens",
+                        "total_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 class CostProcessor(SimpleProcessor):
@@ -248,7 +251,7 @@ class CostProcessor(SimpleProcessor):
         super().__init__(settings, config)
         self.table = PriceTable(config.prices, None, config.builtin_prices)
         self._pid = str(settings.id)
-        self._labels: set[str] = set()
+        self._labels: dict[str, object] = {}
         self._rl = RateLimitedLogger(self.log)
 
     async def start(self) -> None:
@@ -260,12 +263,14 @@ class CostProcessor(SimpleProcessor):
 
     def _count_unknown(self, model: str) -> None:
         label = model[:80]
-        if label not in self._labels:
+        child = self._labels.get(label)
+        if child is None:
             if len(self._labels) >= _MAX_MODEL_LABELS:
                 label = "other"
-            else:
-                self._labels.add(label)
-        unknown_model_spans.labels(self._pid, label).inc()
+            child = unknown_model_spans.labels(self._pid, label)
+            if len(self._labels) < _MAX_MODEL_LABELS or label == "other":
+                self._labels[label] = child
+        child.inc()  # type: ignore[attr-defined]
 
     def process(self, batch: Batch) -> Batch | None:
         req = batch.request
@@ -278,6 +283,11 @@ class CostProcessor(SimpleProcessor):
         put = genai.put
         values = genai.span_values(batch)
         w_cost = _W["cost"]
+        w_in, w_out = _W["cost_input"], _W["cost_output"]
+        w_cr, w_cw, w_rz = _W["cost_cache_read"], _W["cost_cache_write"], _W["cost_reasoning"]
+        write = genai.doubles_writer(req)
+        k3 = (w_cost, w_in, w_out)
+        names = _NAMES
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
@@ -285,7 +295,7 @@ class CostProcessor(SimpleProcessor):
                         v = values(span)
                         if not v:
                             continue
-                        f = fields(v)
+                        f = fields(v, names)
                         existing = f.get("cost")
                         if existing is not None and not override:
                             if w_cost not in v:
@@ -317,25 +327,38 @@ class CostProcessor(SimpleProcessor):
                             req_model = f.get("request_model")
                             if req_model is not None and str(req_model) != model:
                                 found = lookup(str(req_model))
-                        attrs = span.attributes
                         if found is None:
-                            put(attrs, v, _W["cost_unknown_model"], True, req, span)
+                            put(span.attributes, v, _W["cost_unknown_model"], True, req, span)
                             self._count_unknown(model)
                             continue
-                        cr = max(0, as_int(f.get("cache_read_tokens")) or 0)
-                        cw = max(0, as_int(f.get("cache_write_tokens")) or 0)
-                        rz = max(0, as_int(f.get("reasoning_tokens")) or 0)
+                        cr = f.get("cache_read_tokens")
+                        cr = 0 if cr is None else max(0, as_int(cr) or 0)
+                        cw = f.get("cache_write_tokens")
+                        cw = 0 if cw is None else max(0, as_int(cw) or 0)
+                        rz = f.get("reasoning_tokens")
+                        rz = 0 if rz is None else max(0, as_int(rz) or 0)
+                        if parts and not (cr or cw or rz):  # the common case, compute() inlined
+                            price = found[0]
+                            ci = (inp or 0) * price.input
+                            co = (out or 0) * price.output
+                            write(span, v, k3, (ci + co, ci, co))
+                            continue
                         c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
-                        put(attrs, v, w_cost, c.total, req, span)
                         if parts:
-                            put(attrs, v, _W["cost_input"], c.input, req, span)
-                            put(attrs, v, _W["cost_output"], c.output, req, span)
+                            keys = [w_cost, w_in, w_out]
+                            nums = [c.total, c.input, c.output]
                             if cr:
-                                put(attrs, v, _W["cost_cache_read"], c.cache_read, req, span)
+                                keys.append(w_cr)
+                                nums.append(c.cache_read)
                             if cw:
-                                put(attrs, v, _W["cost_cache_write"], c.cache_write, req, span)
+                                keys.append(w_cw)
+                                nums.append(c.cache_write)
                             if rz:
-                                put(attrs, v, _W["cost_reasoning"], c.reasoning, req, span)
+                                keys.append(w_rz)
+                                nums.append(c.reasoning)
+                            write(span, v, tuple(keys), tuple(nums))
+                        else:
+                            put(span.attributes, v, w_cost, c.total, req, span)
 
                     except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
                         self._rl.log(logging.WARNING, "span", "cost: span left unchanged: %r", exc)
