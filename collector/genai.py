@@ -18,6 +18,8 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from collector.pdata import anyvalue_to_python
+
 __all__ = [
     "BUDGET",
     "CONTENT_EVENT_NAMES",
@@ -210,15 +212,8 @@ def index(*attribute_lists: Any) -> dict[str, KeyValue]:
     return idx
 
 
-def value_of(v: AnyValue) -> Any:
-    kind = v.WhichOneof("value")
-    if kind is None:
-        return None
-    if kind == "array_value":
-        return [value_of(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: value_of(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, kind)
+value_of = anyvalue_to_python
+"""The Python value of an ``AnyValue`` (arrays as lists, kvlists as dicts)."""
 
 
 def _first(idx: dict[str, KeyValue], field: str) -> Any:
