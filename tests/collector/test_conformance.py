@@ -30,13 +30,15 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from pydantic import BaseModel
 
 from bench.llm_spans import make_request
-from collector.component import ComponentID, CreateSettings, Factory, Kind, registry
+from collector.component import ComponentID, CreateSettings, Factory, Kind, Registry, registry
 from collector.config import CollectorConfig, ServiceConfig
 from collector.pdata import Batch, Signal
 from collector.pipeline import Host
 from tests.helpers import free_port
 
-ALL = [(kind, name, f) for kind, by_type in registry.all().items() for name, f in sorted(by_type.items())]
+# a fresh registry: the shipped components, not the test-only ones other test modules register in the
+# shared one (which would make the parameter list depend on which tests were collected first)
+ALL = [(kind, name, f) for kind, by_type in Registry().all().items() for name, f in sorted(by_type.items())]
 IDS = [f"{kind.singular}/{name}" for kind, name, _f in ALL]
 
 _REMOTE = re.compile(r"^([a-z][a-z0-9+.-]*://\S+|[A-Za-z0-9_.\-\[\]]+:\d{2,5})$")
