@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.pdata import anyvalue_to_python
+from collector.pdata import anyvalue_to_python, python_to_anyvalue
 
 __all__ = [
     "BUDGET",
@@ -27,6 +27,7 @@ __all__ = [
     "REDACTION",
     "WRITE",
     "LLMCall",
+    "as_number",
     "content_keys",
     "defer_wire_values",
     "delete_key",
@@ -226,7 +227,8 @@ def _first(idx: dict[str, KeyValue], field: str) -> Any:
     return None
 
 
-def _num(v: Any) -> float | None:
+def as_number(v: Any) -> float | None:
+    """A number from an attribute value (int, float or numeric string); None for anything else, bools too."""
     if v is None or isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
@@ -238,7 +240,7 @@ def _num(v: Any) -> float | None:
 
 
 def _int(v: Any) -> int | None:
-    n = _num(v)
+    n = as_number(v)
     return None if n is None else int(n)
 
 
@@ -390,7 +392,7 @@ def _call(span: Any, own: dict[str, KeyValue], res: dict[str, KeyValue] | None) 
     c.cache_read_tokens = _int(g("cache_read_tokens"))
     c.cache_write_tokens = _int(g("cache_write_tokens"))
     c.reasoning_tokens = _int(g("reasoning_tokens"))
-    c.cost = _num(g("cost"))
+    c.cost = as_number(g("cost"))
     c.tenant = _str(g("tenant"))
     c.feature = _str(g("feature"))
     c.team = _str(g("team"))
@@ -529,15 +531,15 @@ def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value:
             kv = attributes.add()
             kv.key = key
             idx[key] = kv
-        _to_any(value, kv.value)
+        python_to_anyvalue(value, kv.value)
         return
     for kv in attributes:
         if kv.key == key:
-            _to_any(value, kv.value)
+            python_to_anyvalue(value, kv.value)
             return
     kv = attributes.add()
     kv.key = key
-    _to_any(value, kv.value)
+    python_to_anyvalue(value, kv.value)
 
 
 def delete_key(attributes: Any, idx: dict[str, KeyValue] | None, key: str) -> bool:
@@ -549,20 +551,6 @@ def delete_key(attributes: Any, idx: dict[str, KeyValue] | None, key: str) -> bo
                 idx.pop(key, None)
             return True
     return False
-
-
-def _to_any(value: Any, av: AnyValue) -> None:
-    if isinstance(value, bool):
-        av.bool_value = value
-    elif isinstance(value, int):
-        av.int_value = value
-    elif isinstance(value, float):
-        av.double_value = value
-    elif isinstance(value, str):
-        av.string_value = value
-    else:
-        from collector.pdata import python_to_anyvalue
-        python_to_anyvalue(value, av)
 
 
 def is_llm_span(span: Any, resource_attributes: Any = ()) -> bool:
@@ -944,7 +932,7 @@ def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: 
     if type(value) is float:
         kv.value.double_value = value
     else:
-        _to_any(value, kv.value)
+        python_to_anyvalue(value, kv.value)
     values[key] = value
 
 

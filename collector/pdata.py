@@ -261,6 +261,8 @@ def python_to_anyvalue(value: Any, out: AnyValue | None = None) -> AnyValue:
         av.int_value = value
     elif isinstance(value, float):
         av.double_value = value
+    elif isinstance(value, str):
+        av.string_value = value
     elif isinstance(value, bytes):
         av.bytes_value = value
     elif isinstance(value, (list, tuple)):

@@ -185,7 +185,7 @@ class BudgetProcessor(SimpleProcessor):
                         st = self.state.get((key, win))
                         if st is None:
                             st = self.state[(key, win)] = _State()
-                        cost = genai._num(genai.vfield(v, "cost"))
+                        cost = genai.as_number(genai.vfield(v, "cost"))
                         if cost is not None and cost > 0:
                             st.spent += cost
                             self._dirty.add((key, win))

@@ -275,7 +275,7 @@ class CostProcessor(SimpleProcessor):
     def process(self, batch: Batch) -> Batch | None:
         req = batch.request
         fields = genai.fields
-        num = genai._num
+        num = genai.as_number
         as_int = genai._int
         override = self.config.override
         parts = self.config.parts

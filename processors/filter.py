@@ -136,15 +136,7 @@ def _s(v: Any) -> str:
     return str(v)
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+_num = genai.as_number
 
 
 def _field_getter(name: str, signal: str) -> Callable[[Any], Any]:

@@ -323,15 +323,7 @@ def _pv(v: Any) -> Any:
     return genai.value_of(v) if isinstance(v, AnyValue) else v
 
 
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
+_num = genai.as_number
 
 
 def _truthy(v: Any) -> bool:
