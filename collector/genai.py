@@ -1105,3 +1105,208 @@ def model_parameters(*attribute_lists: Any) -> dict[str, Any]:
 
 
 __all__ += ["model_parameters"]
+
+
+# --- values of a TraceWire (collector/wire.py) --------------------------------------------------------------
+# The wire path of the processors: the keys they read or write are declared up front (:func:`want`), so one
+# Hyperscan scan of the serialised request finds just those (a scan for every known key costs twice as much,
+# most of it in Python callbacks for keys nobody reads). Per span, the values of the wanted keys it has, and
+# where each of them is in the bytes (to cut it out when a processor replaces it).
+_WANTED: set[str] = set()
+_WANTED_LIST: tuple[str, ...] = ()
+_WANTED_DB: Any = None
+
+
+def want(*keys: str) -> None:
+    """Declare attribute keys a processor reads or writes through :func:`wire_values` / :func:`wire_put`."""
+    global _WANTED_DB, _WANTED_LIST
+    new = [k for k in keys if k not in _WANTED]
+    if new:
+        _WANTED.update(new)
+        _WANTED_LIST = tuple(sorted(_WANTED))
+        _WANTED_DB = None
+
+
+def want_fields(*fields: str) -> None:
+    """:func:`want` the names of some fields (``"request_model"``...) and the names we write for them."""
+    keys: list[str] = []
+    for f in fields:
+        keys.extend(KEYS[f])
+        if f in WRITE:
+            keys.append(WRITE[f])
+    want(*keys)
+
+
+def wanted(key: str) -> bool:
+    return key in _WANTED
+
+
+def _wanted_db() -> Any:
+    global _WANTED_DB
+    if _WANTED_DB is None and _hs is not None and _WANTED_LIST:
+        pats = []
+        for k in _WANTED_LIST:
+            kb = k.encode()
+            if len(kb) >= 0x80:
+                raise ValueError(f"attribute key too long for the wire path: {k[:40]}...")
+            esc = b"".join(b"\\x%02x" % c for c in kb)
+            # Span field 9 (tag 0x4a), the KeyValue's length (1-3 bytes), its key field, the value's tag
+            pats.append(b"\\x4a[\\x80-\\xff]?[\\x00-\\x7f]\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
+        db = _hs.Database()
+        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
+        _WANTED_DB = db
+    return _WANTED_DB
+
+
+def _wanted_hits(data: bytes) -> list[int]:
+    db = _wanted_db()
+    hits: list[int] = []
+    if db is None:
+        return hits
+    add = hits.append
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
+    hits.sort()
+    return hits
+
+
+def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+    """Values and ranges (relative to ``body``) of the wanted keys of one serialised span, by parsing it:
+    the path without Hyperscan."""
+    from collector.wire import _fields
+
+    vals: dict[str, Any] = {}
+    rng: dict[str, tuple[int, int]] = {}
+    for f, s, vs, ve in _fields(body, 0, len(body)):
+        if f != 9 or body[s] != 0x4A:
+            continue
+        kv = KeyValue()
+        kv.ParseFromString(body[vs:ve])
+        if kv.key in _WANTED:
+            vals[kv.key] = value_of(kv.value)
+            rng[kv.key] = (s, ve)
+    return vals, rng
+
+
+def wire_values(tw: Any) -> list[dict[str, Any]]:
+    """Per span of ``tw`` (a :class:`collector.wire.TraceWire`), ``{wanted key: Python value}`` of the span's
+    own attributes; every wanted key the span has is listed (writers rely on it). Computed once per TraceWire
+    and kept exact by :func:`wire_put`."""
+    if tw.values is None:
+        _scan(tw, True)
+    return tw.values  # type: ignore[no-any-return]
+
+
+def _scan(tw: Any, need_values: bool) -> None:
+    data = tw.data
+    spans = tw.spans
+    n = len(spans)
+    per: list[dict[str, Any]] = [{} for _ in range(n)]
+    rngs: list[dict[str, tuple[int, int]]] = [{} for _ in range(n)]
+    if _hs is None or not WIRE_VALUES:
+        for j, (_o, s, e) in enumerate(spans):
+            v, r = _walk_values(data[s:e])
+            per[j] = v
+            rngs[j] = {k: (a + s, b + s) for k, (a, b) in r.items()}
+    else:
+        keys = _WANTED_LIST
+        klen = [len(k.encode()) + 3 for k in keys]
+        j = 0
+        s, e = (spans[0][1], spans[0][2]) if n else (0, -1)
+        d = per[0] if n else {}
+        rd = rngs[0] if n else {}
+        unpack_d = _unpack_d
+        for h in _wanted_hits(data):
+            t = h >> 10
+            while t > e and j + 1 < n:
+                j += 1
+                _o, s, e = spans[j]
+                d = per[j]
+                rd = rngs[j]
+            if t < s or t > e:
+                continue
+            kid = h & 1023
+            cs = t - klen[kid]  # the KeyValue's body starts here; its length prefix and tag are before
+            # the KeyValue's length (1 or 2 bytes, as Hyperscan matched), then the AnyValue's: the AnyValue
+            # must end where the KeyValue ends (else this is not an attribute of the span)
+            c1 = data[cs - 2]
+            if c1 == 0x4A:
+                start = cs - 2
+                kv_end = cs + data[cs - 1]
+            elif data[cs - 3] == 0x4A and c1 >= 0x80:
+                start = cs - 3
+                kv_end = cs + ((c1 & 0x7F) | (data[cs - 1] << 7))
+            else:
+                continue
+            ln = data[t]
+            if ln < 0x80:
+                vs = t + 1
+            elif data[t + 1] < 0x80:
+                ln = (ln & 0x7F) | (data[t + 1] << 7)
+                vs = t + 2
+            else:
+                continue
+            if vs + ln != kv_end or kv_end > e or start < s:
+                continue
+            key = keys[kid]
+            rd[key] = (start, kv_end)
+            if not need_values:
+                continue
+            tag = data[vs]
+            if tag == 0x0A:
+                m = data[vs + 1]
+                if m < 0x80 and m + 2 == ln:
+                    d[key] = data[vs + 2:vs + 2 + m].decode("utf-8", "replace")
+                    continue
+            elif tag == 0x18:
+                b0 = data[vs + 1]
+                if b0 < 0x80:
+                    d[key] = b0
+                    continue
+                b1 = data[vs + 2]
+                if b1 < 0x80:
+                    d[key] = (b0 & 0x7F) | (b1 << 7)
+                    continue
+            elif tag == 0x21 and ln == 9:
+                d[key] = unpack_d(data, vs + 1)[0]
+                continue
+            try:
+                d[key] = _decode_value(data, t)
+            except (IndexError, ValueError, _struct.error):
+                del rd[key]
+    if need_values:
+        tw.values = per
+    tw.ranges = rngs
+
+
+_ATTR_HEAD: dict[str, bytes] = {}
+
+
+def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
+    """Upsert the wanted attribute ``key`` of span ``i`` of ``tw`` (values from :func:`wire_values`, which
+    stay exact). The caller then says ``batch.wire_changed()``."""
+    vals = tw.values[i]
+    ex = tw.extra.get(i)
+    if key in vals and (ex is None or key not in ex):  # one of the span's own attributes: cut it out
+        if tw.ranges is None:
+            _scan(tw, False)
+        rg = tw.ranges[i].get(key)
+        if rg is not None:
+            tw.cut_range(i, rg[0], rg[1])
+            del tw.ranges[i][key]
+    if type(value) is float:
+        head = _ATTR_HEAD.get(key)
+        if head is None:
+            head = _ATTR_HEAD[key] = _double_head(key)
+        enc = head + _pack_d(value)
+    else:
+        from collector.wire import encode_attribute
+
+        enc = encode_attribute(key, value)
+    if ex is None:
+        tw.extra[i] = {key: enc}
+    else:
+        ex[key] = enc
+    vals[key] = value
+
+
+__all__ += ["want", "want_fields", "wanted", "wire_put", "wire_values"]

@@ -97,7 +97,7 @@ def count_items(signal: Signal, request: Any) -> int:
 class Batch:
     """One OTLP export request and its context (signal, client metadata, receive time)."""
 
-    __slots__ = ("signal", "_request", "_raw", "_count", "metadata", "received_ns")
+    __slots__ = ("signal", "_request", "_raw", "_count", "_wire", "metadata", "received_ns")
 
     def __init__(
         self,
@@ -114,6 +114,7 @@ class Batch:
         self._request = request
         self._raw = raw
         self._count: int | None = None
+        self._wire: Any = None
         self.metadata: Mapping[str, str] = metadata or {}
         self.received_ns = received_ns if received_ns is not None else time.time_ns()
 
@@ -128,14 +129,19 @@ class Batch:
     def request(self) -> Any:
         if self._request is None:
             req = REQUEST_TYPES[self.signal]()
-            req.ParseFromString(self._raw)
+            req.ParseFromString(self.to_bytes())
             self._request = req
         return self._request
 
     def to_bytes(self) -> bytes:
         """Serialised form; the received bytes when nothing changed the request since."""
         if self._raw is None:
-            self._raw = self._request.SerializeToString()
+            w = self._wire
+            if w is not None:
+                w = self._wire = w.rendered()
+                self._raw = w.data
+            else:
+                self._raw = self._request.SerializeToString()
         return self._raw
 
     @property
@@ -146,12 +152,35 @@ class Batch:
 
     def modified(self) -> None:
         """Call after changing the request in place: drops the cached bytes and item count."""
+        if self._request is None:  # not parsed, so not changed (changes through wire() are in the wire)
+            return
         self._raw = None
+        self._count = None
+        self._wire = None
+
+    def wire(self) -> Any:
+        """The :class:`collector.wire.TraceWire` of this trace batch, for reading and editing spans in the
+        serialised form (no parse, no serialise). After edits through it, call :meth:`wire_changed`."""
+        w = self._wire
+        if w is None or (self._raw is not None and w.data is not self._raw):
+            from collector.wire import TraceWire
+
+            w = self._wire = TraceWire(self.to_bytes())
+        return w
+
+    def wire_changed(self) -> None:
+        """Call after editing through :meth:`wire`: the parsed request and the bytes are stale now."""
+        self._raw = None
+        self._request = None
         self._count = None
 
     def item_count(self) -> int:
         if self._count is None:
-            self._count = count_items(self.signal, self.request)
+            w = self._wire
+            if w is not None and self._request is None:
+                self._count = w.span_count()
+            else:
+                self._count = count_items(self.signal, self.request)
         return self._count
 
     def copy(self) -> "Batch":

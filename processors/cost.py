@@ -242,13 +242,17 @@ def compute(price: Price, input_tokens: int, output_tokens: int, cache_read: int
 
 _W = genai.WRITE
 # the attribute names of the fields cost reads (fields() looks at these only)
-_NAMES = genai.ranks_of("cost", "response_model", "request_model", "input_tokens", "output_tokens",
-                        "total_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+_FIELDS = ("cost", "response_model", "request_model", "input_tokens", "output_tokens", "total_tokens",
+           "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+_NAMES = genai.ranks_of(*_FIELDS)
 
 
 class CostProcessor(SimpleProcessor):
     def __init__(self, settings: CreateSettings, config: CostConfig) -> None:
         super().__init__(settings, config)
+        genai.want_fields(*_FIELDS)
+        genai.want(*(_W[k] for k in ("cost_input", "cost_output", "cost_cache_read", "cost_cache_write",
+                                     "cost_reasoning", "cost_unknown_model")))
         self.table = PriceTable(config.prices, None, config.builtin_prices)
         self._pid = str(settings.id)
         self._labels: dict[str, object] = {}
@@ -261,7 +265,7 @@ class CostProcessor(SimpleProcessor):
             except ConfigError as e:
                 raise ConfigError([f"processors::{self._pid}::{m}" for m in e.errors]) from e
 
-    def _count_unknown(self, model: str) -> None:
+    def _count_unknown(self, model: str, n: int = 1) -> None:
         label = model[:80]
         child = self._labels.get(label)
         if child is None:
@@ -270,98 +274,99 @@ class CostProcessor(SimpleProcessor):
             child = unknown_model_spans.labels(self._pid, label)
             if len(self._labels) < _MAX_MODEL_LABELS or label == "other":
                 self._labels[label] = child
-        child.inc()  # type: ignore[attr-defined]
+        child.inc(n)  # type: ignore[attr-defined]
 
     def process(self, batch: Batch) -> Batch | None:
-        req = batch.request
+        # On the serialised request (collector/wire.py): read the few values needed, append the cost
+        # attributes; no parse, no serialise.
+        tw = batch.wire()
+        values = genai.wire_values(tw)
         fields = genai.fields
-        num = genai.as_number
         as_int = genai._int
         override = self.config.override
         parts = self.config.parts
         lookup = self.table.lookup
-        put = genai.put
-        values = genai.span_values(batch)
+        put = genai.wire_put
         w_cost = _W["cost"]
         w_in, w_out = _W["cost_input"], _W["cost_output"]
         w_cr, w_cw, w_rz = _W["cost_cache_read"], _W["cost_cache_write"], _W["cost_reasoning"]
-        write = genai.doubles_writer(req)
-        k3 = (w_cost, w_in, w_out)
         names = _NAMES
-        for rs in req.resource_spans:
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    try:
-                        v = values(span)
-                        if not v:
-                            continue
-                        f = fields(v, names)
-                        existing = f.get("cost")
-                        if existing is not None and not override:
-                            if w_cost not in v:
-                                n = num(existing)
-                                if n is not None:
-                                    put(span.attributes, v, w_cost, float(n), req, span)
-                            continue
-                        model = f.get("response_model") or f.get("request_model")
-                        if model is None:
-                            continue
-                        inp = f.get("input_tokens")
-                        if type(inp) is not int:
-                            inp = as_int(inp)
-                        out = f.get("output_tokens")
-                        if type(out) is not int:
-                            out = as_int(out)
-                        if inp is not None and inp < 0:
-                            inp = None
-                        if out is not None and out < 0:
-                            out = None
-                        if inp is None and out is not None and "total_tokens" in f:
-                            total = as_int(f["total_tokens"])
-                            inp = None if total is None else max(0, total - out)
-                        if inp is None and out is None:
-                            continue
-                        model = str(model)
-                        found = lookup(model)
-                        if found is None:
-                            req_model = f.get("request_model")
-                            if req_model is not None and str(req_model) != model:
-                                found = lookup(str(req_model))
-                        if found is None:
-                            put(span.attributes, v, _W["cost_unknown_model"], True, req, span)
-                            self._count_unknown(model)
-                            continue
-                        cr = f.get("cache_read_tokens")
-                        cr = 0 if cr is None else max(0, as_int(cr) or 0)
-                        cw = f.get("cache_write_tokens")
-                        cw = 0 if cw is None else max(0, as_int(cw) or 0)
-                        rz = f.get("reasoning_tokens")
-                        rz = 0 if rz is None else max(0, as_int(rz) or 0)
-                        if parts and not (cr or cw or rz):  # the common case, compute() inlined
-                            price = found[0]
-                            ci = (inp or 0) * price.input
-                            co = (out or 0) * price.output
-                            write(span, v, k3, (ci + co, ci, co))
-                            continue
-                        c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
-                        if parts:
-                            keys = [w_cost, w_in, w_out]
-                            nums = [c.total, c.input, c.output]
-                            if cr:
-                                keys.append(w_cr)
-                                nums.append(c.cache_read)
-                            if cw:
-                                keys.append(w_cw)
-                                nums.append(c.cache_write)
-                            if rz:
-                                keys.append(w_rz)
-                                nums.append(c.reasoning)
-                            write(span, v, tuple(keys), tuple(nums))
-                        else:
-                            put(span.attributes, v, w_cost, c.total, req, span)
-
-                    except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
-                        self._rl.log(logging.WARNING, "span", "cost: span left unchanged: %r", exc)
+        changed = False
+        unknown: dict[str, int] = {}
+        for i, v in enumerate(values):
+            if not v:
+                continue
+            try:
+                f = fields(v, names)
+                existing = f.get("cost")
+                if existing is not None and not override:
+                    if w_cost not in v:
+                        n = genai.as_number(existing)
+                        if n is not None:
+                            put(tw, i, w_cost, float(n))
+                            changed = True
+                    continue
+                model = f.get("response_model") or f.get("request_model")
+                if model is None:
+                    continue
+                inp = f.get("input_tokens")
+                if type(inp) is not int:
+                    inp = as_int(inp)
+                out = f.get("output_tokens")
+                if type(out) is not int:
+                    out = as_int(out)
+                if inp is not None and inp < 0:
+                    inp = None
+                if out is not None and out < 0:
+                    out = None
+                if inp is None and out is not None and "total_tokens" in f:
+                    total = as_int(f["total_tokens"])
+                    inp = None if total is None else max(0, total - out)
+                if inp is None and out is None:
+                    continue
+                model = str(model)
+                found = lookup(model)
+                if found is None:
+                    req_model = f.get("request_model")
+                    if req_model is not None and str(req_model) != model:
+                        found = lookup(str(req_model))
+                if found is None:
+                    put(tw, i, _W["cost_unknown_model"], True)
+                    changed = True
+                    unknown[model] = unknown.get(model, 0) + 1
+                    continue
+                cr = f.get("cache_read_tokens")
+                cr = 0 if cr is None else max(0, as_int(cr) or 0)
+                cw = f.get("cache_write_tokens")
+                cw = 0 if cw is None else max(0, as_int(cw) or 0)
+                rz = f.get("reasoning_tokens")
+                rz = 0 if rz is None else max(0, as_int(rz) or 0)
+                changed = True
+                if parts and not (cr or cw or rz):  # the common case, compute() inlined
+                    price = found[0]
+                    ci = (inp or 0) * price.input
+                    co = (out or 0) * price.output
+                    put(tw, i, w_cost, ci + co)
+                    put(tw, i, w_in, ci)
+                    put(tw, i, w_out, co)
+                    continue
+                c = compute(found[0], inp or 0, out or 0, cr, cw, rz)
+                put(tw, i, w_cost, c.total)
+                if parts:
+                    put(tw, i, w_in, c.input)
+                    put(tw, i, w_out, c.output)
+                    if cr:
+                        put(tw, i, w_cr, c.cache_read)
+                    if cw:
+                        put(tw, i, w_cw, c.cache_write)
+                    if rz:
+                        put(tw, i, w_rz, c.reasoning)
+            except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
+                self._rl.log(logging.WARNING, "span", "cost: span left unchanged: %r", exc)
+        for model, n in unknown.items():
+            self._count_unknown(model, n)
+        if changed:
+            batch.wire_changed()
         return batch
 
 

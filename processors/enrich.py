@@ -94,11 +94,12 @@ class EnrichProcessor(SimpleProcessor):
                     res.append((key, v))
         self.resource_attrs = res
         self.steps = [(f, _TARGET[f], self._compile(f, r), r.default, r.override) for f, r in self.rules]
+        genai.want(*(key for _f, target, st, _d, _o in self.steps for key in [target] + [k for w, k in st if w == 0]))
 
     @staticmethod
     def _compile(field: str, rule: FieldRule) -> list[tuple[int, str]]:
-        """Sources as (where, key): 0 span values (indexed keys), 1 resource attributes, 2 client metadata,
-        3 a span attribute genai does not index (found by a walk)."""
+        """Sources as (where, key): 0 span attributes (values from collector/genai), 1 resource attributes,
+        2 client metadata."""
         out: list[tuple[int, str]] = []
         for s in rule.sources:
             if s == "genai":
@@ -109,7 +110,7 @@ class EnrichProcessor(SimpleProcessor):
             if kind == "context":
                 out.append((2, name.removeprefix("metadata.")))
             elif kind == "attribute":
-                out.append((0 if genai.is_indexed(name) else 3, name))
+                out.append((0, name))  # span attributes: values from collector/genai (keys wanted at start)
             else:
                 out.append((1, name))
         return out
@@ -133,56 +134,60 @@ class EnrichProcessor(SimpleProcessor):
                 return v
         return rule.default
 
-    def _resource(self, resource: Any, idx: dict[str, Any] | None) -> None:
+    def _resource(self, resource: Any) -> bool:
+        """Add host / k8s identity the resource does not have yet; True if something was added."""
         if not self.resource_attrs:
-            return
-        present = {kv.key for kv in resource.attributes} if idx is None else None
+            return False
+        present = {kv.key for kv in resource.attributes}
+        added = False
         for key, val in self.resource_attrs:
-            if present is not None:
-                if key in present:
-                    continue
-                kv = resource.attributes.add()
-                kv.key = key
-                kv.value.string_value = val
-            else:
-                if _lookup(resource.attributes, None, key) is None:
-                    genai.set_value(resource.attributes, None, key, val)
+            if key in present:
+                continue
+            kv = resource.attributes.add()
+            kv.key = key
+            kv.value.string_value = val
+            added = True
+        return added
 
     def process(self, batch: Batch) -> Batch | None:
-        req = batch.request
         md = batch.metadata
         if batch.signal is Signal.TRACES:
-            values = genai.span_values(batch)
+            # on the serialised request (collector/wire.py): no parse, no serialise
+            tw = batch.wire()
+            values = genai.wire_values(tw)
             ctx = self._context(md)
-            put = genai.put
+            put = genai.wire_put
             steps = self.steps
-            for rs in req.resource_spans:
-                self._resource(rs.resource, None)
-                res = attrs_to_dict(rs.resource.attributes)
-                srcs = (None, res, ctx)
-                for ss in rs.scope_spans:
-                    for span in ss.spans:
-                        own = values(span)
+            changed = False
+            for r, (_others, scopes) in enumerate(tw.resources):
+                resource = tw.resource(r)
+                if self._resource(resource):
+                    tw.set_resource(r, resource.SerializeToString())
+                    changed = True
+                srcs = (None, attrs_to_dict(resource.attributes), ctx)
+                for _sc, first, n in scopes:
+                    for i in range(first, first + n):
+                        own = values[i]
                         for _f, target, st, default, override in steps:
                             if not override and target in own:
                                 continue
                             v = None
                             for where, key in st:
-                                if where == 0:
-                                    v = own.get(key)
-                                elif where < 3:
-                                    v = srcs[where].get(key)  # type: ignore[union-attr]
-                                else:
-                                    v = _lookup(span.attributes, None, key)
+                                v = own.get(key) if where == 0 else srcs[where].get(key)  # type: ignore[union-attr]
                                 if v is not None and v != "":
                                     break
                             else:
                                 v = default
                             if v is not None and v != "":
-                                put(span.attributes, own, target, str(v), req, span)
-        elif batch.signal is Signal.LOGS:
+                                put(tw, i, target, str(v))
+                                changed = True
+            if changed:
+                batch.wire_changed()
+            return batch
+        req = batch.request
+        if batch.signal is Signal.LOGS:
             for rl in req.resource_logs:
-                self._resource(rl.resource, None)
+                self._resource(rl.resource)
                 rres = genai.values_from_index(genai.index(rl.resource.attributes))
                 for sl in rl.scope_logs:
                     for rec in sl.log_records:
@@ -190,7 +195,7 @@ class EnrichProcessor(SimpleProcessor):
                         self._apply(own, rres, md, rec.attributes, rl.resource.attributes)
         else:
             for rm in req.resource_metrics:
-                self._resource(rm.resource, None)
+                self._resource(rm.resource)
         return batch
 
     def _context(self, md: Any) -> dict[str, str]:

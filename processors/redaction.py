@@ -520,10 +520,13 @@ class Redactor:
         genai.remember(req, span, idx)
         genai.remember_values(req, span, genai.values_from_index(idx))
 
-    def resource(self, res: Any, walk: bool | None = None) -> None:
+    def resource(self, res: Any, walk: bool | None = None) -> bool:
+        """Redact a resource's attributes; True if anything changed."""
         if len(res.attributes) and (self.needs_walk(res) if walk is None else walk):
             st = _Stats()
             self.redact_attrs(res.attributes, st)
+            return bool(st.count or st.deleted)
+        return False
 
     def log_record(self, rec: Any, walk: bool | None = None) -> None:
         if not (self.needs_walk(rec) if walk is None else walk):
@@ -556,6 +559,8 @@ class Redactor:
 
 
 class RedactionProcessor(SimpleProcessor):
+    mutates = False  # marks the batch modified itself, only when it changed something
+
     def __init__(self, settings: CreateSettings, config: RedactionConfig) -> None:
         super().__init__(settings, config)
         self.r = Redactor(config)
@@ -565,19 +570,19 @@ class RedactionProcessor(SimpleProcessor):
         sig = batch.signal
         if sig is not Signal.METRICS and r.gate is not None:
             data = batch.to_bytes()  # the received bytes when nothing changed the batch yet: no serialising
-            req = batch.request
             got = r.gate_hits(data)
             assert got is not None
             det, keyhits = got
             ends = sorted(det + keyhits) if keyhits else det
-            if not ends and sig is Signal.LOGS:
-                return batch
+            if not ends:
+                return batch  # nothing to look at: the batch stays as it came (bytes, no parse)
             layout = _layout(data)
             if layout is not None:
-                walked: set[int] = set()
+                req = batch.request
                 overrides: dict[int, Any] = {}
-                if ends:
-                    walked = self._gated(req, sig, data, ends, layout, det, keyhits, overrides)
+                walked = self._gated(req, sig, data, ends, layout, det, keyhits, overrides)
+                if walked or overrides:
+                    batch.modified()
                 if sig is Signal.TRACES and genai.WIRE_VALUES:
                     # the values genai knows, from these bytes, decoded only if cost / enrich / budget ask;
                     # the spans walked above stored theirs (after redaction), the ones changed by key rules
@@ -609,6 +614,7 @@ class RedactionProcessor(SimpleProcessor):
                             continue
                         for dp in getattr(m, kind).data_points:
                             r.data_point(dp)
+        batch.modified()
         return batch
 
     def _gated(self, req: Any, sig: Signal, data: bytes, ends: list[int],
@@ -628,8 +634,8 @@ class RedactionProcessor(SimpleProcessor):
         for ro, (rrange, items) in zip(outer, layout):
             if rrange is not None:
                 j = bisect_left(ends, rrange[0] + 1)
-                if j < n and ends[j] <= rrange[1]:
-                    r.resource(ro.resource, True)
+                if j < n and ends[j] <= rrange[1] and r.resource(ro.resource, True):
+                    walked.add(id(ro))
             groups = [sc.spans if traces else sc.log_records for sc in (ro.scope_spans if traces else ro.scope_logs)]
             if sum(len(g) for g in groups) != len(items):  # pragma: no cover - bytes and message disagree
                 for g in groups:

@@ -41,7 +41,6 @@ from collector.config import Duration, StrictModel
 from collector.errors import ConfigError
 from collector.pdata import Batch, Signal
 from processors._hashing import fnv64a_many, fnv64a_state, preload, threshold64
-from processors._presence import KeyFinder
 
 __all__ = ["PolicyConfig", "TailSampler", "TailSamplingConfig"]
 
@@ -237,28 +236,19 @@ _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 class _Held:
     """One incoming request waiting for the decisions of its traces."""
 
-    __slots__ = ("_hits", "arrival_ns", "batch", "captured", "deadline", "finder", "groups", "res_values", "seq")
+    __slots__ = ("arrival_ns", "batch", "captured", "deadline", "groups", "res_values", "seq")
 
-    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int, finder: KeyFinder) -> None:
+    def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> None:
         self.batch = batch
-        self.finder = finder
         self.deadline = deadline
         self.seq = seq
         self.arrival_ns = arrival_ns
-        # per scope: (resource_spans, scope_spans, scope ordinal, {trace_id: [span index, ...]})
-        self.groups: list[tuple[Any, Any, int, dict[bytes, list[int]]]] = []
-        # "index" mode (values taken from collector/genai's shared per-request index at consume time):
-        # (scope ordinal, span index) -> {key: AnyValue}; None in "bytes" mode
-        self.captured: dict[tuple[int, int], dict[str, Any]] | None = None
+        # per scope: (resource_spans, scope_spans, scope ordinal, {trace_id: [span index, ...]}, the scope's
+        # first span in the request's TraceWire); resource_spans and scope_spans of the lean parse
+        self.groups: list[tuple[Any, Any, int, dict[bytes, list[int]], int]] = []
+        # (scope ordinal, span index) -> {key: value} of the policies' keys, for the spans that have any
+        self.captured: dict[tuple[int, int], dict[str, Any]] = {}
         self.res_values: dict[int, dict[str, Any]] = {}
-        self._hits: set[tuple[int, int]] | None = None
-
-    def hits(self) -> set[tuple[int, int]]:
-        """Bytes mode: the spans whose serialised form contains one of the policies' keys (most requests:
-        none)."""
-        if self._hits is None:
-            self._hits = self.finder.items(self.batch.to_bytes())
-        return self._hits
 
     def resource(self, rs: Any, keys: frozenset[str]) -> dict[str, Any]:
         d = self.res_values.get(id(rs))
@@ -293,20 +283,11 @@ class Trace:
         if self._attrs is not None:
             return self._attrs
         attrs: list[dict[str, Any]] = []
-        for held, _rs, sp, ordinal, idx in self.frags:
+        for held, _rs, _sp, ordinal, idx in self.frags:
             cap = held.captured
-            if cap is not None:
+            if cap:
                 for i in idx:
                     d = cap.get((ordinal, i))
-                    if d:
-                        attrs.append(d)
-                continue
-            hits = held.hits()
-            if not hits:
-                continue
-            for i in idx:
-                if (ordinal, i) in hits:
-                    d = {kv.key: kv.value for kv in sp[i].attributes if kv.key in keys}
                     if d:
                         attrs.append(d)
         self._attrs = attrs
@@ -711,11 +692,8 @@ class TailSampler:
         self.clock = clock
         self.policies = [build_policy(p) for p in config.policies]
         self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
-        self.finder = KeyFinder(self.keys)
+        genai.want(*self.keys)
         self._invert = any(_has_invert(p) for p in config.policies)
-        is_indexed = getattr(genai, "is_indexed", None)
-        self._shared = bool(self.keys) and (hasattr(genai, "span_values") or hasattr(genai, "indexes")) \
-            and is_indexed is not None and all(is_indexed(k) for k in self.keys)
         self.pending: dict[bytes, Trace] = {}
         self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
         self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
@@ -803,9 +781,6 @@ class TailSampler:
             return
         if self._store is not None:
             self._store.put(seq, arrival_ns, json.dumps(dict(batch.metadata)), batch.to_bytes())
-        # While it waits, keep the request once (parsed), not twice (parsed and its bytes): most held requests
-        # lose spans at the decision anyway, so their bytes would not be reused.
-        batch.modified()
         if len(self.pending) > self.config.num_traces:
             async with self._lock:
                 while len(self.pending) > self.config.num_traces and self.held:
@@ -814,32 +789,30 @@ class TailSampler:
         self._wake.set()
 
     def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
-        entry = _Held(batch, deadline, seq, arrival_ns, self.finder)
+        """Group the spans of ``batch`` by trace. Works on the serialised request (collector/wire.py): trace
+        ids, times and status from a lean parse, the policies' attribute values from collector/genai; the
+        request itself stays bytes, and unsampled spans are cut out of them at the decision."""
+        entry = _Held(batch, deadline, seq, arrival_ns)
         pending, decided = self.pending, self.decided
         keys = self.keys
-        # Attribute values: when the request was changed upstream (no bytes at hand) and collector/genai keeps
-        # a shared per-request index (the earlier processors of the chain built it), take the few values the
-        # policies need from it now, while it is warm; otherwise find them later in the request's bytes.
-        capture = bool(keys) and self._shared and not batch.has_bytes
-        req = batch.request
-        captured: dict[tuple[int, int], dict[str, Any]] = {}
+        tw = batch.wire()
+        if tw.dirty:
+            batch.to_bytes()
+            tw = batch.wire()
+        lean = tw.lean()
+        values = genai.wire_values(tw) if keys else None
+        captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
-        values: Any = None
-        if capture:
-            entry.captured = captured
-            # genai.span_values (Python values per span, cached per request by the processors before) or
-            # genai.indexes (KeyValues per span)
-            sv = getattr(genai, "span_values", None)
-            if sv is not None:
-                values = sv(batch)
-            else:
-                indexes = genai.indexes  # type: ignore[attr-defined,unused-ignore]
+        scopes = [sc for _others, scs in tw.resources for sc in scs]
         new = False
         ordinal = 0
-        for rs in req.resource_spans:
+        for rs in lean.resource_spans:
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
                 spans = list(ss.spans)  # the wrappers, made once (in C) and kept for the policies
+                first = scopes[ordinal][1]
+                if len(spans) != scopes[ordinal][2]:
+                    raise ValueError("tail_sampling: the request's layout and its parse disagree")
                 for i, sp in enumerate(spans):
                     tid = sp.trace_id
                     g = groups.get(tid)
@@ -848,25 +821,15 @@ class TailSampler:
                     else:
                         g.append(i)
                     if values is not None:
-                        own = values(sp)
+                        own = values[first + i]
                         if key1 is not None:
                             if key1 in own:
                                 captured[(ordinal, i)] = {key1: own[key1]}
-                        else:
+                        elif own:
                             d = {k: own[k] for k in keys if k in own}
                             if d:
                                 captured[(ordinal, i)] = d
-                    elif capture:
-                        own = indexes(req, sp)[0]
-                        if key1 is not None:
-                            kv = own.get(key1)
-                            if kv is not None:
-                                captured[(ordinal, i)] = {key1: kv.value}
-                        else:
-                            d = {k: own[k].value for k in keys if k in own}
-                            if d:
-                                captured[(ordinal, i)] = d
-                entry.groups.append((rs, ss, ordinal, groups))
+                entry.groups.append((rs, ss, ordinal, groups, first))
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
@@ -877,8 +840,6 @@ class TailSampler:
                     tr.frags.append((entry, rs, spans, ordinal, idx))
                 ordinal += 1
         if new:
-            if keys and not capture:
-                entry.hits()  # now, while the bytes are at hand (they are dropped below)
             self.held.append(entry)
             self._mem.set(len(pending))
         return entry, new
@@ -908,7 +869,7 @@ class TailSampler:
 
     def _decide_entry(self, entry: _Held) -> list[Trace]:
         pending, decided = self.pending, self.decided
-        due = [pending.pop(tid) for _rs, _ss, _o, groups in entry.groups for tid in groups if tid in pending]
+        due = [pending.pop(tid) for _rs, _ss, _o, groups, _f in entry.groups for tid in groups if tid in pending]
         if due:
             tids = [t.tid for t in due]
             policies = self.policies
@@ -935,23 +896,21 @@ class TailSampler:
         return due
 
     def _apply(self, entry: _Held) -> None:
-        """Drop, in place, the spans of the entry's traces that are not sampled (undecided counts as not)."""
+        """Cut the spans of the entry's traces that are not sampled (undecided counts as not) out of its
+        request's bytes."""
         decided = self.decided
-        changed = False
-        for _rs, ss, _o, groups in entry.groups:
-            changed |= _drop(ss.spans, groups, decided)
-        if changed:
-            req = entry.batch.request
-            for r in range(len(req.resource_spans) - 1, -1, -1):
-                rs = req.resource_spans[r]
-                for j in range(len(rs.scope_spans) - 1, -1, -1):
-                    if not rs.scope_spans[j].spans:
-                        del rs.scope_spans[j]
-                if not rs.scope_spans:
-                    del req.resource_spans[r]
-            entry.batch.modified()
+        tw = entry.batch.wire()
+        dropped = False
+        for _rs, _ss, _o, groups, first in entry.groups:
+            for tid, idx in groups.items():
+                if not decided.get(tid, False):
+                    for i in idx:
+                        tw.drop(first + i)
+                    dropped = True
+        if dropped:
+            entry.batch.wire_changed()
         entry.groups = []
-        entry.captured = None
+        entry.captured = {}
         entry.res_values = {}
 
     async def _release(self, entry: _Held) -> None:
@@ -1000,23 +959,6 @@ class TailSampler:
                         await self._release(self.held.popleft())
                     except Exception:
                         self.log.exception("tail_sampling: failed to release a held request")
-
-
-def _drop(spans: Any, groups: dict[bytes, list[int]], decided: dict[bytes, bool]) -> bool:
-    """Delete the spans of the groups whose trace is not sampled; True when anything was deleted."""
-    dead: list[int] = []
-    for tid, idx in groups.items():
-        if not decided.get(tid, False):
-            dead.extend(idx)
-    if not dead:
-        return False
-    if len(dead) == len(spans):
-        del spans[:]
-        return True
-    dead.sort(reverse=True)
-    for i in dead:
-        del spans[i]
-    return True
 
 
 def _has_invert(p: PolicyConfig) -> bool:

@@ -1,0 +1,174 @@
+"""collector/wire.py and genai's wire path: edits made on the bytes give the same request as the same edits
+made on parsed protobuf objects, and values read from the bytes equal the attributes' values."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from bench.llm_spans import make_request
+from collector import genai
+from collector.pdata import Batch, Signal, anyvalue_to_python, python_to_anyvalue
+from collector.wire import TraceWire, encode_attribute
+
+
+def _attrs(span: Span) -> dict[str, object]:
+    return {kv.key: anyvalue_to_python(kv.value) for kv in span.attributes}
+
+
+def _request(n_rs: int = 2, n_scopes: int = 2, n_spans: int = 3) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    k = 0
+    for r in range(n_rs):
+        rs = req.resource_spans.add()
+        a = rs.resource.attributes.add()
+        a.key = "service.name"
+        a.value.string_value = f"svc-{r}"
+        rs.schema_url = "https://opentelemetry.io/schemas/1.26.0"
+        for s in range(n_scopes):
+            ss = rs.scope_spans.add()
+            ss.scope.name = f"scope-{s}"
+            ss.schema_url = "x"
+            for _ in range(n_spans):
+                sp = ss.spans.add()
+                sp.trace_id = bytes([k % 256]) * 16
+                sp.span_id = bytes([k % 256]) * 8
+                sp.name = f"span {k}"
+                sp.start_time_unix_nano = 1_000 + k
+                sp.end_time_unix_nano = 2_000 + k
+                sp.status.code = 2 if k % 4 == 0 else 1
+                for key, val in (("gen_ai.request.model", "gpt-4o"), ("gen_ai.usage.input_tokens", 100 + k),
+                                 ("tenant.id", f"t{k % 3}"), ("x.other", "z" * (k * 50)),
+                                 ("gen_ai.usage.cost", 0.5 * k)):
+                    kv = sp.attributes.add()
+                    kv.key = key
+                    python_to_anyvalue(val, kv.value)
+                ev = sp.events.add()
+                ev.name = "gen_ai.choice"
+                k += 1
+    return req
+
+
+def _spans(req: ExportTraceServiceRequest) -> list[Span]:
+    return [sp for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
+
+
+def test_layout_and_untouched_render_are_the_bytes() -> None:
+    data = _request().SerializeToString()
+    tw = TraceWire(data)
+    assert len(tw) == 12
+    assert tw.render() is data
+    for i, sp in enumerate(_spans(_request())):
+        assert Span.FromString(tw.span_bytes(i)) == sp
+
+
+def test_edits_match_the_same_edits_on_objects() -> None:
+    req = _request()
+    tw = TraceWire(req.SerializeToString())
+    genai.want("gen_ai.usage.cost", "tenant.id", "gen_ai.request.model", "gen_ai.usage.input_tokens", "team")
+    vals = genai.wire_values(tw)
+    spans = _spans(req)
+    rng = random.Random(3)
+    dropped = set()
+    for i, sp in enumerate(spans):
+        assert vals[i] == {k: v for k, v in _attrs(sp).items() if genai.wanted(k)}
+        choice = rng.randrange(5)
+        if choice == 0:
+            tw.drop(i)
+            dropped.add(i)
+        elif choice == 1:  # replace an existing key, add a new one
+            genai.wire_put(tw, i, "gen_ai.usage.cost", 1.25)
+            genai.wire_put(tw, i, "team", "search")
+        elif choice == 2:  # a put twice of the same new key
+            genai.wire_put(tw, i, "team", "a")
+            genai.wire_put(tw, i, "team", "b")
+        elif choice == 3:
+            other = Span(name="replaced", trace_id=sp.trace_id)
+            tw.replace_span(i, other.SerializeToString())
+    out = ExportTraceServiceRequest.FromString(tw.render())
+    got = _spans(out)
+    want = [i for i in range(len(spans)) if i not in dropped]
+    assert len(got) == len(want)
+    for g, i in zip(got, want):
+        orig = _attrs(spans[i])
+        if g.name == "replaced":
+            continue
+        a = _attrs(g)
+        assert len(a) == len(g.attributes), "a key appears twice"
+        assert g.name == spans[i].name and g.status == spans[i].status and g.events == spans[i].events
+        for k, v in a.items():
+            assert v == vals[i].get(k, orig.get(k))
+    # every resource / scope keeps its own fields, empty scopes are left out
+    for rs in out.resource_spans:
+        assert rs.resource.attributes[0].key == "service.name" and rs.schema_url
+        for ss in rs.scope_spans:
+            assert ss.spans and ss.scope.name.startswith("scope-") and ss.schema_url == "x"
+
+
+def test_dropping_every_span_of_a_scope_and_resource() -> None:
+    req = _request(2, 2, 2)
+    tw = TraceWire(req.SerializeToString())
+    for i in (0, 1, 2, 3):  # the whole first resource
+        tw.drop(i)
+    tw.drop(5)
+    out = ExportTraceServiceRequest.FromString(tw.render())
+    assert len(out.resource_spans) == 1
+    assert [len(ss.spans) for ss in out.resource_spans[0].scope_spans] == [1, 2]
+    assert tw.span_count() == 3
+
+
+def test_batch_keeps_wire_and_objects_apart() -> None:
+    req = make_request(20, seed=1)
+    b = Batch(Signal.TRACES, None, raw=req.SerializeToString())
+    genai.want("gen_ai.usage.cost")
+    tw = b.wire()
+    vals = genai.wire_values(tw)
+    assert all("gen_ai.usage.cost" not in v for v in vals)
+    genai.wire_put(tw, 3, "gen_ai.usage.cost", 0.01)
+    b.wire_changed()
+    assert b.item_count() == 20 and not b.has_bytes
+    parsed = b.request  # renders, then parses
+    sp = parsed.resource_spans[0].scope_spans[0].spans[3]
+    assert _attrs(sp)["gen_ai.usage.cost"] == 0.01
+    # values survive the render; a later put of the now-own key replaces it rather than adding one
+    tw2 = b.wire()
+    assert tw2.values is not None and tw2.values[3]["gen_ai.usage.cost"] == 0.01
+    genai.wire_put(tw2, 3, "gen_ai.usage.cost", 0.02)
+    b.wire_changed()
+    sp = b.request.resource_spans[0].scope_spans[0].spans[3]
+    assert [kv.key for kv in sp.attributes].count("gen_ai.usage.cost") == 1
+    assert _attrs(sp)["gen_ai.usage.cost"] == 0.02
+    # an object change drops the wire
+    b.request.resource_spans[0].scope_spans[0].spans[0].name = "x"
+    b.modified()
+    assert b.wire().values is None
+
+
+@pytest.mark.parametrize("value", ["short", "é" * 200, 7, -3, 2**40, 1.5, True, [1, "a"], {"k": "v"}, b"\x00\x01"])
+def test_encode_attribute_round_trips(value: object) -> None:
+    sp = Span.FromString(encode_attribute("some.key", value))
+    assert sp.attributes[0].key == "some.key"
+    assert anyvalue_to_python(sp.attributes[0].value) == value
+    genai.want("some.key")
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.append(sp)
+    tw = TraceWire(req.SerializeToString())
+    assert genai.wire_values(tw)[0]["some.key"] == value
+
+
+def test_lean_view_reads_ids_times_status() -> None:
+    req = _request()
+    tw = TraceWire(req.SerializeToString())
+    lean = [sp for rs in tw.lean().resource_spans for ss in rs.scope_spans for sp in ss.spans]
+    for a, b in zip(lean, _spans(req)):
+        assert (a.trace_id, a.span_id, a.start_time_unix_nano, a.end_time_unix_nano, a.status.code) == \
+            (b.trace_id, b.span_id, b.start_time_unix_nano, b.end_time_unix_nano, b.status.code)
+    assert tw.lean().resource_spans[1].resource.attributes[0].value.string_value == "svc-1"
+
+
+def test_malformed_bytes_raise_value_error() -> None:
+    with pytest.raises(ValueError):
+        TraceWire(b"\x0a\x05\x12\x09abc")
