@@ -1170,8 +1170,8 @@ def _wanted_hits(data: bytes) -> list[int]:
 
 
 def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
-    """Values and ranges (relative to ``body``) of the wanted keys of one serialised span, by parsing it:
-    the path without Hyperscan."""
+    """Values and ranges (relative to ``body``) of the wanted keys of one serialised span, by a walk over
+    its fields: the path without Hyperscan, and where a writer needs to know where an attribute is."""
     from collector.wire import _fields
 
     vals: dict[str, Any] = {}
@@ -1190,95 +1190,88 @@ def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]
 def wire_values(tw: Any) -> list[dict[str, Any]]:
     """Per span of ``tw`` (a :class:`collector.wire.TraceWire`), ``{wanted key: Python value}`` of the span's
     own attributes; every wanted key the span has is listed (writers rely on it). Computed once per TraceWire
-    and kept exact by :func:`wire_put`."""
-    if tw.values is None:
-        _scan(tw, True)
-    return tw.values  # type: ignore[no-any-return]
+    (one Hyperscan scan of the request for the wanted keys) and kept exact by :func:`wire_put`.
 
-
-def _scan(tw: Any, need_values: bool) -> None:
+    A limit shared with any reading of protobuf bytes that does not parse everything: the encoding of an
+    attribute quoted inside a string value (a prompt holding protobuf bytes) reads as an attribute of the
+    span too."""
+    if tw.values is not None:
+        return tw.values  # type: ignore[no-any-return]
     data = tw.data
     spans = tw.spans
     n = len(spans)
     per: list[dict[str, Any]] = [{} for _ in range(n)]
-    rngs: list[dict[str, tuple[int, int]]] = [{} for _ in range(n)]
-    if _hs is None or not WIRE_VALUES:
-        for j, (_o, s, e) in enumerate(spans):
-            v, r = _walk_values(data[s:e])
-            per[j] = v
-            rngs[j] = {k: (a + s, b + s) for k, (a, b) in r.items()}
-    else:
-        keys = _WANTED_LIST
-        klen = [len(k.encode()) + 3 for k in keys]
-        j = 0
-        s, e = (spans[0][1], spans[0][2]) if n else (0, -1)
-        d = per[0] if n else {}
-        rd = rngs[0] if n else {}
-        unpack_d = _unpack_d
-        for h in _wanted_hits(data):
-            t = h >> 10
-            while t > e and j + 1 < n:
-                j += 1
-                _o, s, e = spans[j]
-                d = per[j]
-                rd = rngs[j]
-            if t < s or t > e:
+    tw.values = per
+    if not n:
+        return per
+    if _hs is None or not WIRE_VALUES or not _WANTED_LIST:
+        if _WANTED_LIST:
+            for j, (_o, s, e) in enumerate(spans):
+                per[j] = _walk_values(data[s:e])[0]
+        return per
+    keys = _WANTED_LIST
+    j = 0
+    _o, s, e = spans[0]
+    d = per[0]
+    unpack_d = _unpack_d
+    for h in _wanted_hits(data):
+        t = h >> 10  # the AnyValue's length prefix
+        while t > e and j + 1 < n:
+            j += 1
+            _o, s, e = spans[j]
+            d = per[j]
+        if t < s or t >= e:
+            continue
+        ln = data[t]
+        if ln < 0x80:
+            vs = t + 1
+        elif data[t + 1] < 0x80:
+            ln = (ln & 0x7F) | (data[t + 1] << 7)
+            vs = t + 2
+        else:
+            continue
+        if vs + ln > e:
+            continue
+        tag = data[vs]
+        if tag == 0x0A:
+            m = data[vs + 1]
+            if m < 0x80 and m + 2 == ln:
+                d[keys[h & 1023]] = data[vs + 2:vs + 2 + m].decode("utf-8", "replace")
                 continue
-            kid = h & 1023
-            cs = t - klen[kid]  # the KeyValue's body starts here; its length prefix and tag are before
-            # the KeyValue's length (1 or 2 bytes, as Hyperscan matched), then the AnyValue's: the AnyValue
-            # must end where the KeyValue ends (else this is not an attribute of the span)
-            c1 = data[cs - 2]
-            if c1 == 0x4A:
-                start = cs - 2
-                kv_end = cs + data[cs - 1]
-            elif data[cs - 3] == 0x4A and c1 >= 0x80:
-                start = cs - 3
-                kv_end = cs + ((c1 & 0x7F) | (data[cs - 1] << 7))
-            else:
+        elif tag == 0x18:
+            b0 = data[vs + 1]
+            if b0 < 0x80:
+                d[keys[h & 1023]] = b0
                 continue
-            ln = data[t]
-            if ln < 0x80:
-                vs = t + 1
-            elif data[t + 1] < 0x80:
-                ln = (ln & 0x7F) | (data[t + 1] << 7)
-                vs = t + 2
-            else:
+            b1 = data[vs + 2]
+            if b1 < 0x80:
+                d[keys[h & 1023]] = (b0 & 0x7F) | (b1 << 7)
                 continue
-            if vs + ln != kv_end or kv_end > e or start < s:
-                continue
-            key = keys[kid]
-            rd[key] = (start, kv_end)
-            if not need_values:
-                continue
-            tag = data[vs]
-            if tag == 0x0A:
-                m = data[vs + 1]
-                if m < 0x80 and m + 2 == ln:
-                    d[key] = data[vs + 2:vs + 2 + m].decode("utf-8", "replace")
-                    continue
-            elif tag == 0x18:
-                b0 = data[vs + 1]
-                if b0 < 0x80:
-                    d[key] = b0
-                    continue
-                b1 = data[vs + 2]
-                if b1 < 0x80:
-                    d[key] = (b0 & 0x7F) | (b1 << 7)
-                    continue
-            elif tag == 0x21 and ln == 9:
-                d[key] = unpack_d(data, vs + 1)[0]
-                continue
-            try:
-                d[key] = _decode_value(data, t)
-            except (IndexError, ValueError, _struct.error):
-                del rd[key]
-    if need_values:
-        tw.values = per
-    tw.ranges = rngs
+        elif tag == 0x21 and ln == 9:
+            d[keys[h & 1023]] = unpack_d(data, vs + 1)[0]
+            continue
+        try:
+            d[keys[h & 1023]] = _decode_value(data, t)
+        except (IndexError, ValueError, _struct.error):
+            continue
+    return per
 
 
 _ATTR_HEAD: dict[str, bytes] = {}
+
+
+def _own_range(tw: Any, i: int, key: str) -> tuple[int, int] | None:
+    """Where span ``i``'s own attribute ``key`` is in ``tw.data`` (a walk over the span: writers that
+    replace an attribute the span came with need it, which is rare)."""
+    rg = tw.ranges.get(i) if tw.ranges is not None else None
+    if rg is None:
+        _o, s, e = tw.spans[i]
+        rel = _walk_values(tw.data[s:e])[1]
+        rg = {k: (a + s, b + s) for k, (a, b) in rel.items()}
+        if tw.ranges is None:
+            tw.ranges = {}
+        tw.ranges[i] = rg
+    return rg.pop(key, None)  # type: ignore[no-any-return]
 
 
 def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
@@ -1287,12 +1280,9 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
     vals = tw.values[i]
     ex = tw.extra.get(i)
     if key in vals and (ex is None or key not in ex):  # one of the span's own attributes: cut it out
-        if tw.ranges is None:
-            _scan(tw, False)
-        rg = tw.ranges[i].get(key)
+        rg = _own_range(tw, i, key)
         if rg is not None:
             tw.cut_range(i, rg[0], rg[1])
-            del tw.ranges[i][key]
     if type(value) is float:
         head = _ATTR_HEAD.get(key)
         if head is None:

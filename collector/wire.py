@@ -141,37 +141,56 @@ class TraceWire:
 
     ``spans[i]`` is ``(field start, body start, body end)`` of span ``i`` in ``data``. Edits: attributes
     appended (``extra``), byte ranges cut out of a span (``cut``, e.g. an attribute being replaced), a span's
-    body replaced as a whole (``body``), spans dropped (``dropped``). ``values`` / ``ranges`` are filled by
+    body replaced as a whole (``body``), spans dropped (``dropped``). ``values`` is filled by
     ``collector.genai.wire_values``: per span, the Python values of the attribute keys the processors asked
-    for, and where each of those attributes is in ``data``."""
+    for; ``ranges`` caches where some of those attributes are in ``data`` (for writers replacing them)."""
 
-    __slots__ = ("_lean", "body", "head", "cut", "data", "dropped", "extra", "ranges", "res_body", "resources", "spans",
-                 "values")
+    __slots__ = ("_head", "_lean", "_resources", "_spans", "body", "cut", "data", "dropped", "extra", "ranges",
+                 "res_body", "values")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, lazy: bool = False) -> None:
         self.data = data
-        self.head: list[tuple[int, int]] = []  # fields of the request other than resource_spans (none in OTLP)
+        self._head: list[tuple[int, int]] | None = None  # fields of the request other than resource_spans
         # per resource_spans: (its fields other than scope_spans as raw ranges, [(scope's other fields, first
         # span, span count)])
-        self.resources: list[tuple[list[tuple[int, int]], list[tuple[list[tuple[int, int]], int, int]]]] = []
-        self.spans: list[tuple[int, int, int]] = []
+        self._resources: list[tuple[list[tuple[int, int]], list[tuple[list[tuple[int, int]], int, int]]]] | None \
+            = None
+        self._spans: list[tuple[int, int, int]] | None = None
         self.extra: dict[int, dict[str, bytes]] = {}
         self.cut: dict[int, list[tuple[int, int]]] = {}
         self.body: dict[int, bytes] = {}
         self.dropped: set[int] = set()
         self.res_body: dict[int, bytes] = {}
         self.values: list[dict[str, Any]] | None = None
-        self.ranges: list[dict[str, tuple[int, int]]] | None = None
+        self.ranges: dict[int, dict[str, tuple[int, int]]] | None = None
         self._lean: Any = None
-        self._layout()
+        if not lazy:
+            self._layout()
+
+    @property
+    def spans(self) -> list[tuple[int, int, int]]:
+        """Per span, (field start, body start, body end) in ``data``."""
+        if self._spans is None:
+            self._layout()
+        return self._spans  # type: ignore[return-value]
+
+    @property
+    def resources(self) -> list[tuple[list[tuple[int, int]], list[tuple[list[tuple[int, int]], int, int]]]]:
+        """Per resource_spans: its fields other than scope_spans (byte ranges), and per scope its fields other
+        than spans, its first span and its span count."""
+        if self._resources is None:
+            self._layout()
+        return self._resources  # type: ignore[return-value]
 
     def _layout(self) -> None:
         b = self.data
-        spans = self.spans
+        spans: list[tuple[int, int, int]] = []
+        resources: list[Any] = []
+        head: list[tuple[int, int]] = []
         append = spans.append
         for f, s0, vs, ve in _fields(b, 0, len(b)):
             if f != 1 or b[s0] != 0x0A:
-                self.head.append((s0, ve))
+                head.append((s0, ve))
                 continue
             others: list[tuple[int, int]] = []
             scopes: list[tuple[list[tuple[int, int]], int, int]] = []
@@ -187,7 +206,8 @@ class TraceWire:
                     else:
                         sc_others.append((s3, ve3))
                 scopes.append((sc_others, first, len(spans) - first))
-            self.resources.append((others, scopes))
+            resources.append((others, scopes))
+        self._spans, self._resources, self._head = spans, resources, head
 
     # -- reading --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -210,12 +230,13 @@ class TraceWire:
         return b"".join(self._pieces(i, s, e))
 
     def lean(self) -> Any:
-        """The request parsed as :data:`LeanTraces`: per span only trace_id, span_id, times and status (the
-        rest stays unparsed), resource attributes in full. Of the bytes as they are, so only without edits."""
-        if self.dirty:
-            raise RuntimeError("lean() of an edited TraceWire: render it first")
+        """The request parsed as ``LeanTraces``: per span only trace_id, span_id, times and status (the rest
+        stays unparsed), resource attributes in full. It is the parse of ``data``, the bytes before the
+        edits: right for those fields, which no edit here changes, and for span ``i`` being span ``i``."""
         if self._lean is None:
-            self._lean = LeanTraces.FromString(self.data)
+            lean = LeanTraces.FromString(self.data)
+            lean.DiscardUnknownFields()  # attributes, events: most of the bytes, already in ``data``
+            self._lean = lean
         return self._lean
 
     def resource(self, r: int) -> Any:
@@ -293,7 +314,7 @@ class TraceWire:
         spans = self.spans
         extra, cut, body, dropped, res_body = self.extra, self.cut, self.body, self.dropped, self.res_body
         vi = varint
-        out: list[Any] = [mv[s:e] for s, e in self.head]
+        out: list[Any] = [mv[s:e] for s, e in self._head or ()]
         for r, (others, scopes) in enumerate(self.resources):
             nr = res_body.get(r)
             if nr is None:
@@ -372,15 +393,14 @@ class TraceWire:
         return b"".join(out)
 
     def rendered(self) -> TraceWire:
-        """A TraceWire of :meth:`render`'s bytes, keeping the span values (not their ranges, which moved)."""
+        """A TraceWire of :meth:`render`'s bytes (laid out when first used), keeping the span values."""
         if not self.dirty:
             return self
-        tw = TraceWire(self.render())
+        tw = TraceWire(self.render(), lazy=True)
         if self.values is not None:
-            keep = [i for i in range(len(self.spans)) if i not in self.dropped]
-            if len(keep) == len(tw.spans):
-                vals = self.values
-                tw.values = [vals[i] for i in keep]
+            vals = self.values
+            dropped = self.dropped
+            tw.values = [v for i, v in enumerate(vals) if i not in dropped] if dropped else vals
         return tw
 
 

@@ -796,9 +796,6 @@ class TailSampler:
         pending, decided = self.pending, self.decided
         keys = self.keys
         tw = batch.wire()
-        if tw.dirty:
-            batch.to_bytes()
-            tw = batch.wire()
         lean = tw.lean()
         values = genai.wire_values(tw) if keys else None
         captured = entry.captured
