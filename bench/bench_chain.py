@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.bench_passthrough import CHAIN_PROCESSORS
 from bench.llm_spans import make_request
+from collector.cli import _tune_gc
 from collector.component import ComponentID, CreateSettings, Kind, registry
 from collector.pdata import Batch, Signal
 
@@ -92,6 +93,7 @@ async def main() -> None:
     raws = [make_request(args.spans, seed=i).SerializeToString() for i in range(args.requests + 1)]
     n = args.requests * args.spans
     registry.all()
+    _tune_gc()  # as `collector run` does
     print(f"{n} spans, {sum(map(len, raws)) / n:.0f} bytes per span")
     full = list(CHAIN_PROCESSORS)
     steps = [args.only.split(",")] if args.only else [[]] + [full[:i + 1] for i in range(len(full))]

@@ -159,25 +159,27 @@ class EnrichProcessor(SimpleProcessor):
             put = genai.wire_put
             steps = self.steps
             changed = False
+            present: set[str] = set().union(*values) if values else set()
             for r, (_others, scopes) in enumerate(tw.resources):
                 resource = tw.resource(r)
                 if self._resource(resource):
                     tw.set_resource(r, resource.SerializeToString())
                     changed = True
-                srcs = (None, attrs_to_dict(resource.attributes), ctx)
+                plan = self._plan((None, attrs_to_dict(resource.attributes), ctx), present)
+                if not plan:
+                    continue
                 for _sc, first, n in scopes:
                     for i in range(first, first + n):
                         own = values[i]
-                        for _f, target, st, default, override in steps:
+                        for target, live, const, override in plan:
                             if not override and target in own:
                                 continue
-                            v = None
-                            for where, key in st:
-                                v = own.get(key) if where == 0 else srcs[where].get(key)  # type: ignore[union-attr]
+                            for key in live:
+                                v = own.get(key)
                                 if v is not None and v != "":
                                     break
                             else:
-                                v = default
+                                v = const
                             if v is not None and v != "":
                                 put(tw, i, target, str(v))
                                 changed = True
@@ -197,6 +199,29 @@ class EnrichProcessor(SimpleProcessor):
             for rm in req.resource_metrics:
                 self._resource(rm.resource)
         return batch
+
+    def _plan(self, srcs: tuple[None, dict[str, Any], dict[str, str]],
+              present: set[str]) -> list[tuple[str, tuple[str, ...], Any, bool]]:
+        """Per rule, for the spans of one resource: (target, the span attributes to try in order, the value
+        when none of them is there, override). The request-wide constants (client metadata, resource) are
+        looked up once; span attributes that no span of the request has are left out; a rule that can give
+        no value is left out."""
+        plan = []
+        for _f, target, st, default, override in self.steps:
+            live: list[str] = []
+            const: Any = default
+            for where, key in st:
+                if where == 0:
+                    if key in present:
+                        live.append(key)
+                    continue
+                v = srcs[where].get(key)  # type: ignore[union-attr]
+                if v is not None and v != "":
+                    const = v
+                    break
+            if live or (const is not None and const != ""):
+                plan.append((target, tuple(live), const, override))
+        return plan
 
     def _context(self, md: Any) -> dict[str, str]:
         """The client metadata values the rules ask for (case-insensitive header names)."""
