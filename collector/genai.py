@@ -939,7 +939,7 @@ def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: 
 _DOUBLE_HEAD: dict[str, bytes] = {}
 
 
-def _double_head(key: str) -> bytes:
+def double_head(key: str) -> bytes:
     """The encoding of a span attribute ``key`` = <double> up to the 8 value bytes (Span field 9)."""
     head = _DOUBLE_HEAD.get(key)
     if head is None:
@@ -972,7 +972,7 @@ def put_doubles(span: Any, values: dict[str, Any], pairs: list[tuple[str, float]
         if key in values or type(value) is not float:
             put(span.attributes, values, key, value, request, span)
             continue
-        blob.append(_double_head(key))
+        blob.append(double_head(key))
         blob.append(_pack_d(value))
         new.append(key)
         values[key] = value
@@ -1008,7 +1008,7 @@ def doubles_writer(request: Any) -> Any:
                 return
         got = packers.get(keys)
         if got is None:
-            heads = tuple(_double_head(k) for k in keys)
+            heads = tuple(double_head(k) for k in keys)
             got = packers[keys] = (_struct.Struct("<" + "".join(f"{len(h)}sd" for h in heads)), heads)
         st, heads = got
         args: list[Any] = []
@@ -1286,7 +1286,7 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
     if type(value) is float:
         head = _ATTR_HEAD.get(key)
         if head is None:
-            head = _ATTR_HEAD[key] = _double_head(key)
+            head = _ATTR_HEAD[key] = double_head(key)
         enc = head + _pack_d(value)
     else:
         from collector.wire import encode_attribute
@@ -1299,4 +1299,4 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
     vals[key] = value
 
 
-__all__ += ["want", "want_fields", "wanted", "wire_put", "wire_values"]
+__all__ += ["double_head", "want", "want_fields", "wanted", "wire_put", "wire_values"]

@@ -117,11 +117,16 @@ def _fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
 
 def encode_attribute(key: str, value: Any) -> bytes:
     """A span attribute as it appears in a serialised Span: field 9, a KeyValue."""
-    if type(value) is float:
+    t = type(value)
+    if t is float:
         av = b"\x21" + _pack_d(value)
-    elif type(value) is str:
+    elif t is str:
         vb = value.encode("utf-8", "surrogatepass")
         av = b"\x0a" + varint(len(vb)) + vb
+    elif t is bool:
+        av = b"\x10\x01" if value else b"\x10\x00"
+    elif t is int and 0 <= value < 1 << 63:
+        av = b"\x18" + varint(value)
     else:
         from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -253,6 +258,21 @@ class TraceWire:
                     _ln, vs = _read_varint(b, s + 1)
                     body = b[vs:e]
         return Resource.FromString(body)
+
+    def item_layout(self) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]]:
+        """Per resource_spans, the byte range of its Resource (None without one) and of each span's body:
+        the form of ``collector.genai.wire_layout``."""
+        b = self.data
+        spans = self.spans
+        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
+        for others, scopes in self.resources:
+            rr = None
+            for s, e in others:
+                if b[s] == 0x0A:
+                    _ln, vs = _read_varint(b, s + 1)
+                    rr = (vs, e)
+            out.append((rr, [(s, e) for _sc, first, n in scopes for _o, s, e in spans[first:first + n]]))
+        return out
 
     # -- editing --------------------------------------------------------------------------------------------
     def append_attribute(self, i: int, key: str, encoded: bytes) -> None:

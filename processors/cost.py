@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import struct
 from dataclasses import dataclass
 
 from prometheus_client import Counter
@@ -241,6 +242,7 @@ def compute(price: Price, input_tokens: int, output_tokens: int, cache_read: int
 
 
 _W = genai.WRITE
+_pack_d = struct.Struct("<d").pack
 # the attribute names of the fields cost reads (fields() looks at these only)
 _FIELDS = ("cost", "response_model", "request_model", "input_tokens", "output_tokens", "total_tokens",
            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -293,6 +295,9 @@ class CostProcessor(SimpleProcessor):
         names = _NAMES
         changed = False
         unknown: dict[str, int] = {}
+        extra = tw.extra
+        h_cost, h_in, h_out = (genai.double_head(k) for k in (w_cost, w_in, w_out))
+        pack = _pack_d
         for i, v in enumerate(values):
             if not v:
                 continue
@@ -346,6 +351,13 @@ class CostProcessor(SimpleProcessor):
                     price = found[0]
                     ci = (inp or 0) * price.input
                     co = (out or 0) * price.output
+                    if i not in extra and w_cost not in v and w_in not in v and w_out not in v:
+                        # three new attributes: encoded here, without the general upsert
+                        extra[i] = {w_cost: h_cost + pack(ci + co), w_in: h_in + pack(ci), w_out: h_out + pack(co)}
+                        v[w_cost] = ci + co
+                        v[w_in] = ci
+                        v[w_out] = co
+                        continue
                     put(tw, i, w_cost, ci + co)
                     put(tw, i, w_in, ci)
                     put(tw, i, w_out, co)

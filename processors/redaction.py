@@ -576,7 +576,13 @@ class RedactionProcessor(SimpleProcessor):
             ends = sorted(det + keyhits) if keyhits else det
             if not ends:
                 return batch  # nothing to look at: the batch stays as it came (bytes, no parse)
-            layout = _layout(data)
+            if sig is Signal.TRACES:
+                try:
+                    layout = batch.wire().item_layout()  # laid out once for the processors after too
+                except ValueError:
+                    layout = None
+            else:
+                layout = _layout(data)
             if layout is not None:
                 req = batch.request
                 overrides: dict[int, Any] = {}
