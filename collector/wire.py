@@ -43,6 +43,17 @@ def varint(n: int) -> bytes:
 _SMALL = [bytes([i]) for i in range(0x80)]
 
 
+_SPAN_HEADERS: dict[int, bytes] = {}
+
+
+def _span_header(ln: int) -> bytes:
+    """Tag and length of a span of ``ln`` bytes in a ScopeSpans (cached for lengths below 16 KiB)."""
+    hd = b"\x12" + varint(ln)
+    if ln < 0x4000:
+        _SPAN_HEADERS[ln] = hd
+    return hd
+
+
 def _read_varint(b: bytes, i: int) -> tuple[int, int]:
     x = 0
     shift = 0
@@ -205,11 +216,26 @@ class TraceWire:
                     continue
                 sc_others: list[tuple[int, int]] = []
                 first = len(spans)
-                for f3, s3, vs3, ve3 in _fields(b, vs2, ve2):
-                    if f3 == 2 and b[s3] == 0x12:
-                        append((s3, vs3, ve3))
-                    else:
-                        sc_others.append((s3, ve3))
+                i = vs2
+                while i < ve2:  # the spans: one field each, read inline (the loop runs once per span)
+                    if b[i] == 0x12:
+                        ln = b[i + 1]
+                        if ln < 0x80:
+                            j = i + 2
+                        elif b[i + 2] < 0x80:
+                            ln = (ln & 0x7F) | (b[i + 2] << 7)
+                            j = i + 3
+                        else:
+                            ln, j = _read_varint(b, i + 1)
+                        if j + ln > ve2:
+                            raise ValueError("truncated message")
+                        append((i, j, j + ln))
+                        i = j + ln
+                    else:  # another field of the scope (scope, schema_url): the next field only
+                        for _f3, s3, _vs3, ve3 in _fields(b, i, ve2):
+                            sc_others.append((s3, ve3))
+                            i = ve3
+                            break
                 scopes.append((sc_others, first, len(spans) - first))
             resources.append((others, scopes))
         self._spans, self._resources, self._head = spans, resources, head
@@ -334,6 +360,8 @@ class TraceWire:
         spans = self.spans
         extra, cut, body, dropped, res_body = self.extra, self.cut, self.body, self.dropped, self.res_body
         vi = varint
+        simple = not (cut or body or dropped)
+        hdr = _SPAN_HEADERS
         out: list[Any] = [mv[s:e] for s, e in self._head or ()]
         for r, (others, scopes) in enumerate(self.resources):
             nr = res_body.get(r)
@@ -352,6 +380,30 @@ class TraceWire:
             for sc_others, first, n in scopes:
                 parts: list[Any] = [mv[s:e] for s, e in sc_others]
                 sc_len = sum(e - s for s, e in sc_others)
+                if simple:  # only attributes appended (the common case): a shorter loop
+                    append, extend = parts.append, parts.extend
+                    for i in range(first, first + n):
+                        o, s, e = spans[i]
+                        ex = extra.get(i)
+                        if ex is None:
+                            append(mv[o:e])
+                            sc_len += e - o
+                            continue
+                        vals = ex.values()
+                        ln = e - s + sum(map(len, vals))
+                        hd = hdr.get(ln)
+                        if hd is None:
+                            hd = _span_header(ln)
+                        append(hd)
+                        append(mv[s:e])
+                        extend(vals)
+                        sc_len += len(hd) + ln
+                    hd = b"\x12" + vi(sc_len)
+                    rs_parts.append(hd)
+                    rs_parts.extend(parts)
+                    rs_len += len(hd) + sc_len
+                    kept_any = True
+                    continue
                 run = -1  # start of a run of unchanged spans, copied in one piece with their tags
                 run_end = -1
                 kept = 0
