@@ -329,10 +329,21 @@ class _Policy:
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
+        """Per trace, does this policy sample it (evaluated in order, as one by one)."""
+        out = []
+        for t in traces:
+            d = self.evaluate(t, keys)
+            out.append(d == SAMPLED or d == INVERT_SAMPLED)
+        return out
+
 
 class _Always(_Policy):
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         return SAMPLED
+
+    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
+        return [True] * len(traces)
 
 
 class _StatusCode(_Policy):
@@ -346,6 +357,18 @@ class _StatusCode(_Policy):
                 if sp[i].status.code in codes:
                     return SAMPLED
         return NOT_SAMPLED
+
+    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
+        codes = self.codes
+        out = []
+        for t in traces:
+            frags = t.frags
+            if len(frags) == 1 and len(frags[0][4]) == 1:  # one span (most LLM traces reach us so)
+                f = frags[0]
+                out.append(f[2][f[4][0]].status.code in codes)
+            else:
+                out.append(self.evaluate(t, keys) == SAMPLED)
+        return out
 
 
 class _Latency(_Policy):
@@ -445,6 +468,14 @@ class _Probabilistic(_Policy):
             h = fnv64a_many([t.tid], self.state)[0]
         return SAMPLED if h <= self.threshold else NOT_SAMPLED
 
+    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
+        hashes = self.hashes
+        tids = [t.tid for t in traces]
+        if not all(t in hashes for t in tids):
+            hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
+        th = self.threshold
+        return [hashes[t] <= th for t in tids]
+
 
 class _RateLimiting(_Policy):
     def __init__(self, c: RateLimitingCfg, clock: Callable[[], float] = time.time) -> None:
@@ -503,6 +534,10 @@ class _BudgetExceeded(_Policy):
                 if av is not None and _truthy(_pv(av)):
                     return SAMPLED
         return NOT_SAMPLED
+
+    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
+        # traces none of whose held requests has a value of the policies' keys are not sampled here
+        return [any(f[0].captured for f in t.frags) and self.evaluate(t, keys) == SAMPLED for t in traces]
 
 
 class _TenantRate(_Policy):
@@ -798,6 +833,8 @@ class TailSampler:
         tw = batch.wire()
         lean = tw.lean()
         values = genai.wire_values(tw) if keys else None
+        if values is not None and keys.isdisjoint(set().union(*values)):
+            values = None  # no span of the request has any of the keys
         captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
         scopes = [sc for _others, scs in tw.resources for sc in scs]
@@ -810,8 +847,7 @@ class TailSampler:
                 first = scopes[ordinal][1]
                 if len(spans) != scopes[ordinal][2]:
                     raise ValueError("tail_sampling: the request's layout and its parse disagree")
-                for i, sp in enumerate(spans):
-                    tid = sp.trace_id
+                for i, tid in enumerate([sp.trace_id for sp in spans]):
                     g = groups.get(tid)
                     if g is None:
                         groups[tid] = [i]
@@ -874,14 +910,29 @@ class TailSampler:
                 p.prepare(tids)
             evaluated = [0] * len(policies)
             hits = [0] * len(policies)
-            decide = self.decide
-            for tr in due:
-                decided[tr.tid] = decide(tr, evaluated, hits)
-            if not self._invert:  # evaluation stops at the first hit: policy n saw what earlier ones left
-                left = len(due)
-                for n in range(len(policies)):
-                    evaluated[n] = left
-                    left -= hits[n]
+            if self._invert:
+                decide = self.decide
+                for tr in due:
+                    decided[tr.tid] = decide(tr, evaluated, hits)
+            else:
+                # the first policy that samples a trace decides it: each policy in turn over the traces the
+                # earlier ones left (the same evaluations, in the same order, as trace by trace)
+                keys = self.keys
+                left = due
+                for n, p in enumerate(policies):
+                    evaluated[n] = len(left)
+                    if not left:
+                        continue
+                    rest = []
+                    for tr, hit in zip(left, p.sampled_many(left, keys)):
+                        if hit:
+                            decided[tr.tid] = True
+                        else:
+                            rest.append(tr)
+                    hits[n] = len(left) - len(rest)
+                    left = rest
+                for tr in left:
+                    decided[tr.tid] = False
             for n, p in enumerate(policies):
                 if hits[n]:
                     self._counters[(p.name, "true")].inc(hits[n])
