@@ -41,6 +41,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def trace_id_offsets(payload: bytes) -> list[int]:
+    """Where each span's trace id is in a serialised request (the first field of every span here)."""
+    from collector.wire import TraceWire
+
+    out = []
+    for _o, s, _e in TraceWire(payload).spans:
+        assert payload[s:s + 2] == b"\x0a\x10"
+        out.append(s + 2)
+    return out
+
+
+def fresh_trace_ids(payload: bytes, offsets: list[int]) -> bytes:
+    """The payload with new random trace ids, as live traffic has: tail_sampling must hold and decide every
+    trace (re-sent ids would all be decided already, and follow the cached decision at once)."""
+    buf = bytearray(payload)
+    ids = os.urandom(16 * len(offsets))
+    for k, off in enumerate(offsets):
+        buf[off:off + 16] = ids[16 * k:16 * k + 16]
+    return bytes(buf)
+
+
 class Sink:
     """Counts the requests the collector delivers (every request holds `spans_per_request` spans)."""
 
@@ -122,6 +143,7 @@ async def run_case(compression: str, seconds: float, senders: int, spans: int, p
         os.sched_setaffinity(proc.pid, {0})
         os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     payloads = [make_request(spans, seed=i).SerializeToString() for i in range(8)]
+    id_offsets = [trace_id_offsets(p) for p in payloads]
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{in_port}", options=[("grpc.max_send_message_length", 64 << 20)])
     call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
     deadline = time.monotonic() + 20
@@ -147,7 +169,7 @@ async def run_case(compression: str, seconds: float, senders: int, spans: int, p
         k = i
         while not stop.is_set():
             try:
-                await call(payloads[k % len(payloads)], timeout=30)
+                await call(fresh_trace_ids(payloads[k % len(payloads)], id_offsets[k % len(payloads)]), timeout=30)
             except grpc.aio.AioRpcError as e:
                 if e.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                     refused += 1

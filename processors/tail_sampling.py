@@ -821,6 +821,15 @@ class TailSampler:
                 while len(self.pending) > self.config.num_traces and self.held:
                     self._early.inc()
                     await self._release(self.held.popleft())
+        held = self.held
+        if held and held[0].deadline < self.clock():
+            # Decisions are overdue: the process is too busy for the timer task to keep up. Release them here,
+            # in the caller's time: the receiver answers later, clients slow down, and what is held stays about
+            # decision_wait's worth (instead of growing until the memory_limiter refuses).
+            async with self._lock:
+                now = self.clock()
+                while held and held[0].deadline <= now:
+                    await self._release(held.popleft())
         self._wake.set()
 
     def _hold(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> tuple[_Held, bool]:
