@@ -236,54 +236,62 @@ _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 class _Held:
     """One incoming request waiting for the decisions of its traces."""
 
-    __slots__ = ("arrival_ns", "batch", "captured", "deadline", "groups", "res_values", "seq")
+    __slots__ = ("arrival_ns", "batch", "captured", "deadline", "groups", "seq")
 
     def __init__(self, batch: Batch, deadline: float, seq: int, arrival_ns: int) -> None:
         self.batch = batch
         self.deadline = deadline
         self.seq = seq
         self.arrival_ns = arrival_ns
-        # per scope: (resource_spans, scope_spans, scope ordinal, {trace_id: [span index, ...]}, the scope's
-        # first span in the request's TraceWire); resource_spans and scope_spans of the lean parse
-        self.groups: list[tuple[Any, Any, int, dict[bytes, list[int]], int]] = []
+        # per scope: (scope ordinal, {trace_id: [span index, ...]}, the scope's first span in the request's
+        # TraceWire)
+        self.groups: list[tuple[int, dict[bytes, list[int]], int]] = []
         # (scope ordinal, span index) -> {key: value} of the policies' keys, for the spans that have any
         self.captured: dict[tuple[int, int], dict[str, Any]] = {}
-        self.res_values: dict[int, dict[str, Any]] = {}
 
-    def resource(self, rs: Any, keys: frozenset[str]) -> dict[str, Any]:
-        d = self.res_values.get(id(rs))
-        if d is None:
-            d = {kv.key: kv.value for kv in rs.resource.attributes if kv.key in keys}
-            self.res_values[id(rs)] = d
-        return d
+
+class _Fields:
+    """What the policies read of the spans of one scope, taken at hold time (so that the parse can go):
+    status codes, start and end times (each only when a policy reads it)."""
+
+    __slots__ = ("codes", "ends", "starts")
+
+    def __init__(self, codes: list[int] | None, starts: list[int] | None, ends: list[int] | None) -> None:
+        self.codes = codes
+        self.starts = starts
+        self.ends = ends
 
 
 class Trace:
     """A trace waiting for its decision: where its spans are, no copies."""
 
-    __slots__ = ("_attrs", "_res", "frags", "tid")
+    __slots__ = ("_attrs", "frags", "tid")
 
     def __init__(self, tid: bytes) -> None:
         self.tid = tid
-        self.frags: list[tuple[_Held, Any, Any, int, list[int]]] = []
+        # per fragment (the spans of the trace in one scope of one held request): (held request, the
+        # resource's values of the policies' keys, the scope's span fields, scope ordinal, span indexes)
+        self.frags: list[tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]]] = []
         self._attrs: list[dict[str, Any]] | None = None
-        self._res: list[dict[str, Any]] | None = None
 
     @property
     def span_count(self) -> int:
         return sum(len(f[4]) for f in self.frags)
 
-    def spans(self) -> Any:
-        for _h, _rs, sp, _o, idx in self.frags:
+    def times(self) -> Any:
+        """(start, end) of each span."""
+        for _h, _r, fl, _o, idx in self.frags:
+            starts, ends = fl.starts, fl.ends
+            assert starts is not None and ends is not None
             for i in idx:
-                yield sp[i]
+                yield starts[i], ends[i]
 
     def span_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
         """Per span (only spans that have one), the wanted attributes as AnyValues."""
         if self._attrs is not None:
             return self._attrs
         attrs: list[dict[str, Any]] = []
-        for held, _rs, _sp, ordinal, idx in self.frags:
+        for held, _r, _f, ordinal, idx in self.frags:
             cap = held.captured
             if cap:
                 for i in idx:
@@ -294,9 +302,7 @@ class Trace:
         return attrs
 
     def resource_attrs(self, keys: frozenset[str]) -> list[dict[str, Any]]:
-        if self._res is None:
-            self._res = [d for held, rs, _ss, _o, _i in self.frags if (d := held.resource(rs, keys))]
-        return self._res
+        return [r for _h, r, _f, _o, _i in self.frags if r]
 
 
 def _pv(v: Any) -> Any:
@@ -321,6 +327,10 @@ class _Policy:
     name: str
     invert = False
     keys: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset()  # span fields read: "status", "times"
+
+    def children(self) -> list[_Policy]:
+        return []
 
     def prepare(self, tids: list[bytes]) -> None:
         """Called with the trace ids about to be decided together (hash them in one go)."""
@@ -347,14 +357,18 @@ class _Always(_Policy):
 
 
 class _StatusCode(_Policy):
+    reads = frozenset({"status"})
+
     def __init__(self, c: StatusCodeCfg) -> None:
         self.codes = frozenset(_STATUS[s] for s in c.status_codes)
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         codes = self.codes
-        for _h, _rs, sp, _o, idx in t.frags:
+        for _h, _r, fl, _o, idx in t.frags:
+            sc = fl.codes
+            assert sc is not None
             for i in idx:
-                if sp[i].status.code in codes:
+                if sc[i] in codes:
                     return SAMPLED
         return NOT_SAMPLED
 
@@ -365,21 +379,22 @@ class _StatusCode(_Policy):
             frags = t.frags
             if len(frags) == 1 and len(frags[0][4]) == 1:  # one span (most LLM traces reach us so)
                 f = frags[0]
-                out.append(f[2][f[4][0]].status.code in codes)
+                out.append(f[2].codes[f[4][0]] in codes)  # type: ignore[index]
             else:
                 out.append(self.evaluate(t, keys) == SAMPLED)
         return out
 
 
 class _Latency(_Policy):
+    reads = frozenset({"times"})
+
     def __init__(self, c: LatencyCfg) -> None:
         self.lo = c.threshold_ms * 1_000_000
         self.hi = c.upper_threshold_ms * 1_000_000
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         start, end = None, None
-        for s in t.spans():
-            st, en = s.start_time_unix_nano, s.end_time_unix_nano
+        for st, en in t.times():
             start = st if start is None or st < start else start
             end = en if end is None or en > end else end
         if start is None or end is None:
@@ -581,6 +596,9 @@ class _And(_Policy):
         for s in self.subs:
             s.prepare(tids)
 
+    def children(self) -> list[_Policy]:
+        return list(self.subs)
+
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         for s in self.subs:
             d = s.evaluate(t, keys)
@@ -604,6 +622,9 @@ class _Composite(_Policy):
     def prepare(self, tids: list[bytes]) -> None:
         for _n, sub, _a in self.order:
             sub.prepare(tids)
+
+    def children(self) -> list[_Policy]:
+        return [sub for _n, sub, _a in self.order]
 
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:
         now = int(self.clock())
@@ -728,6 +749,13 @@ class TailSampler:
         self.policies = [build_policy(p) for p in config.policies]
         self.keys: frozenset[str] = frozenset().union(*(p.keys for p in self.policies))
         genai.want(*self.keys)
+        reads: set[str] = set()
+        todo = list(self.policies)
+        while todo:
+            pol = todo.pop()
+            reads |= pol.reads
+            todo.extend(pol.children())
+        self._reads = frozenset(reads)
         self._invert = any(_has_invert(p) for p in config.policies)
         self.pending: dict[bytes, Trace] = {}
         self.decided: collections.OrderedDict[bytes, bool] = collections.OrderedDict()
@@ -822,7 +850,7 @@ class TailSampler:
                     self._early.inc()
                     await self._release(self.held.popleft())
         held = self.held
-        if held and held[0].deadline < self.clock():
+        if held and held[0].deadline < self.clock() - self.config.decision_wait / 4:
             # Decisions are overdue: the process is too busy for the timer task to keep up. Release them here,
             # in the caller's time: the receiver answers later, clients slow down, and what is held stays about
             # decision_wait's worth (instead of growing until the memory_limiter refuses).
@@ -841,21 +869,29 @@ class TailSampler:
         keys = self.keys
         tw = batch.wire()
         lean = tw.lean()
+        tw._lean = None  # what the policies read is copied below; the parse (~1 MB per MB of request) goes
         values = genai.wire_values(tw) if keys else None
         if values is not None and keys.isdisjoint(set().union(*values)):
             values = None  # no span of the request has any of the keys
         captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
+        status, times = "status" in self._reads, "times" in self._reads
         scopes = [sc for _others, scs in tw.resources for sc in scs]
         new = False
         ordinal = 0
         for rs in lean.resource_spans:
+            rvals = None
+            if keys:
+                rvals = {kv.key: genai.value_of(kv.value) for kv in rs.resource.attributes if kv.key in keys}
             for ss in rs.scope_spans:
                 groups: dict[bytes, list[int]] = {}
-                spans = list(ss.spans)  # the wrappers, made once (in C) and kept for the policies
+                spans = ss.spans
                 first = scopes[ordinal][1]
                 if len(spans) != scopes[ordinal][2]:
                     raise ValueError("tail_sampling: the request's layout and its parse disagree")
+                fl = _Fields([sp.status.code for sp in spans] if status else None,
+                             [sp.start_time_unix_nano for sp in spans] if times else None,
+                             [sp.end_time_unix_nano for sp in spans] if times else None)
                 for i, tid in enumerate([sp.trace_id for sp in spans]):
                     g = groups.get(tid)
                     if g is None:
@@ -871,7 +907,7 @@ class TailSampler:
                             d = {k: own[k] for k in keys if k in own}
                             if d:
                                 captured[(ordinal, i)] = d
-                entry.groups.append((rs, ss, ordinal, groups, first))
+                entry.groups.append((ordinal, groups, first))
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
@@ -879,7 +915,7 @@ class TailSampler:
                             continue
                         tr = pending[tid] = Trace(tid)
                     new = True
-                    tr.frags.append((entry, rs, spans, ordinal, idx))
+                    tr.frags.append((entry, rvals, fl, ordinal, idx))
                 ordinal += 1
         if new:
             self.held.append(entry)
@@ -911,7 +947,7 @@ class TailSampler:
 
     def _decide_entry(self, entry: _Held) -> list[Trace]:
         pending, decided = self.pending, self.decided
-        due = [pending.pop(tid) for _rs, _ss, _o, groups, _f in entry.groups for tid in groups if tid in pending]
+        due = [pending.pop(tid) for _o, groups, _f in entry.groups for tid in groups if tid in pending]
         if due:
             tids = [t.tid for t in due]
             policies = self.policies
@@ -958,7 +994,7 @@ class TailSampler:
         decided = self.decided
         tw = entry.batch.wire()
         dropped = False
-        for _rs, _ss, _o, groups, first in entry.groups:
+        for _o, groups, first in entry.groups:
             for tid, idx in groups.items():
                 if not decided.get(tid, False):
                     for i in idx:
@@ -968,7 +1004,6 @@ class TailSampler:
             entry.batch.wire_changed()
         entry.groups = []
         entry.captured = {}
-        entry.res_values = {}
 
     async def _release(self, entry: _Held) -> None:
         due = self._decide_entry(entry)

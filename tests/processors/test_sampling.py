@@ -103,7 +103,7 @@ async def test_probabilistic_edges_and_logs() -> None:
 
 # --- tail_sampling ------------------------------------------------------------------------------------------
 RECIPE = """
-decision_wait: 50ms
+decision_wait: 1s
 policies:
   - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
   - {name: budget, type: budget_exceeded}
