@@ -899,9 +899,13 @@ class TailSampler:
         pending, decided = self.pending, self.decided
         keys = self.keys
         tw = batch.wire()
+        values = genai.wire_values(tw) if keys else None
+        if tw.dirty:  # hold the request compact: its rendered bytes, not the bytes and the edits
+            batch.to_bytes()
+            tw = batch.wire()
+        tw.values = None  # the few values the policies read are copied below (``captured``)
         lean = tw.lean()
         tw._lean = None  # what the policies read is copied below; the parse (~1 MB per MB of request) goes
-        values = genai.wire_values(tw) if keys else None
         if values is not None and keys.isdisjoint(set().union(*values)):
             values = None  # no span of the request has any of the keys
         captured = entry.captured
