@@ -161,6 +161,8 @@ class Batch:
     def wire(self) -> Any:
         """The :class:`collector.wire.TraceWire` of this trace batch, for reading and editing spans in the
         serialised form (no parse, no serialise). After edits through it, call :meth:`wire_changed`."""
+        if self.signal is not Signal.TRACES:
+            raise TypeError(f"wire() is for trace batches, not {self.signal.value}")
         w = self._wire
         if w is None or (self._raw is not None and w.data is not self._raw):
             from collector.wire import TraceWire
