@@ -178,8 +178,13 @@ class Batch:
 
     def item_count(self) -> int:
         if self._count is None:
-            w = self._wire
-            if w is not None and self._request is None:
+            w = None
+            if self._request is None and self.signal is Signal.TRACES:  # a layout costs less than a parse
+                try:
+                    w = self.wire()
+                except ValueError:  # not laid out: the parse says what is wrong
+                    w = None
+            if w is not None:
                 self._count = w.span_count()
             else:
                 self._count = count_items(self.signal, self.request)

@@ -175,3 +175,27 @@ def test_lean_view_reads_ids_times_status() -> None:
 def test_malformed_bytes_raise_value_error() -> None:
     with pytest.raises(ValueError):
         TraceWire(b"\x0a\x05\x12\x09abc")
+
+
+def test_wire_is_for_trace_batches_only() -> None:
+    with pytest.raises(TypeError):
+        Batch(Signal.LOGS).wire()
+
+
+async def test_redaction_without_candidates_leaves_the_bytes() -> None:
+    """No detector candidate in a request: redaction neither parses nor changes it, so the processors after
+    it on the wire and the exporters reuse the received bytes."""
+    from bench.bench_chain import build
+
+    class _Sink:
+        got: list[Batch] = []
+
+        async def consume(self, batch: Batch) -> None:
+            self.got.append(batch)
+
+    sink = _Sink()
+    (red,) = build(["redaction"], sink)
+    raw = make_request(5, seed=2).SerializeToString()
+    b = Batch(Signal.TRACES, None, raw=raw)
+    await red.consume(b)
+    assert sink.got == [b] and b.has_bytes and b.to_bytes() is raw and b._request is None

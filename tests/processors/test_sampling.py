@@ -324,3 +324,35 @@ async def test_num_traces_forces_early_decisions() -> None:
     assert len(ts.pending) <= 50 and sink.items() >= 50
     await ts.shutdown()
     assert sink.items() == 100  # flushed on shutdown
+
+
+async def test_overdue_decisions_are_released_by_the_next_consume() -> None:
+    """When the process is too busy for the timer task, the next consume releases what is overdue (the
+    receiver answers later and what is held stays about decision_wait's worth)."""
+    now = [0.0]
+    ids = trace_ids(20, seed=4)
+    sink = Sink()
+    cfg = TailSamplingConfig.model_validate({"decision_wait": 1, "policies": [{"name": "all", "type": "always_sample"}]})
+    ts = TailSampler(settings(sink), cfg, clock=lambda: now[0])  # not started: no timer task
+    await ts.consume(pb_batch([{"trace_id": t} for t in ids[:10]]))
+    now[0] = 1.1  # due, but within a quarter of decision_wait: left to the timer
+    await ts.consume(pb_batch([{"trace_id": t} for t in ids[10:15]]))
+    assert sink.spans() == [] and len(ts.held) == 2
+    now[0] = 1.3  # the first request is overdue
+    await ts.consume(pb_batch([{"trace_id": t} for t in ids[15:]]))
+    assert {s.trace_id for s in sink.spans()} == set(ids[:10])
+    assert len(ts.held) == 2
+    now[0] = 5.0
+    await ts.flush()
+    assert {s.trace_id for s in sink.spans()} == set(ids)
+
+
+def test_decision_cache_keeps_the_newest() -> None:
+    from processors.tail_sampling import _DecisionCache
+
+    c = _DecisionCache(10)
+    for i in range(100):
+        c[bytes([i])] = i % 2 == 0
+    assert 5 <= len(c) <= 10
+    assert c.get(bytes([99])) is False and c.get(bytes([98])) is True and bytes([98]) in c
+    assert bytes([0]) not in c and c.get(bytes([0])) is None and c.get(bytes([0]), False) is False
