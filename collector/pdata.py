@@ -168,6 +168,8 @@ class Batch:
             from collector.wire import TraceWire
 
             w = self._wire = TraceWire(self.to_bytes())
+            # the parse of these bytes, if at hand, serves as the wire's lean view (trace ids, status, times)
+            w._lean = self._request
         return w
 
     def wire_changed(self) -> None:
@@ -201,6 +203,8 @@ class Batch:
         For holders of read-only batches (an exporter's in-memory queue, after the fan-out): a 1 MB request
         takes ~1.7 MB more parsed. The request is parsed again on first use. Never call it while a processor
         may still hold references into the parsed request."""
+        if self._wire is not None:
+            self._wire._lean = None  # the parse it may keep as its lean view
         if self._raw is not None and self._request is not None:
             self.item_count()
             self._request = None

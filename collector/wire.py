@@ -262,8 +262,9 @@ class TraceWire:
 
     def lean(self) -> Any:
         """The request parsed as ``LeanTraces``: per span only trace_id, span_id, times and status (the rest
-        stays unparsed), resource attributes in full. It is the parse of ``data``, the bytes before the
-        edits: right for those fields, which no edit here changes, and for span ``i`` being span ``i``."""
+        stays unparsed), resource attributes in full; or the full parse of ``data`` when the batch had it. It
+        is a parse of ``data``, the bytes before the edits: right for those fields, which no edit here changes,
+        and for span ``i`` being span ``i``."""
         if self._lean is None:
             lean = LeanTraces.FromString(self.data)
             lean.DiscardUnknownFields()  # attributes, events: most of the bytes, already in ``data``

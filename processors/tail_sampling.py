@@ -900,18 +900,19 @@ class TailSampler:
         keys = self.keys
         tw = batch.wire()
         values = genai.wire_values(tw) if keys else None
+        # trace ids, status, times: from the receiver's parse when the batch still has it, else from a lean
+        # parse; copied below, so that the parse (~1 MB per MB of request) is not held
+        lean = tw.lean()
+        tw._lean = None
+        scopes = [sc for _others, scs in tw.resources for sc in scs]
         if tw.dirty:  # hold the request compact: its rendered bytes, not the bytes and the edits
             batch.to_bytes()
-            tw = batch.wire()
-        tw.values = None  # the few values the policies read are copied below (``captured``)
-        lean = tw.lean()
-        tw._lean = None  # what the policies read is copied below; the parse (~1 MB per MB of request) goes
+        batch.wire().values = None  # the few values the policies read are copied below (``captured``)
         if values is not None and keys.isdisjoint(set().union(*values)):
             values = None  # no span of the request has any of the keys
         captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
         status, times = "status" in self._reads, "times" in self._reads
-        scopes = [sc for _others, scs in tw.resources for sc in scs]
         new = False
         ordinal = 0
         for rs in lean.resource_spans:
