@@ -901,12 +901,41 @@ def fields(values: dict[str, Any], ranks: dict[str, tuple[str, int]] | None = No
     return out
 
 
+class FieldReader:
+    """:func:`fields` for one set of ``ranks``, faster on the spans of one producer: spans with the same keys
+    (in the same order) share a plan of which key gives which field, made once."""
+
+    __slots__ = ("plans", "ranks")
+
+    def __init__(self, ranks: dict[str, tuple[str, int]]) -> None:
+        self.ranks = ranks
+        self.plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+
+    def __call__(self, values: dict[str, Any]) -> dict[str, Any]:
+        shape = tuple(values)
+        plan = self.plans.get(shape)
+        if plan is None:
+            best: dict[str, tuple[int, str]] = {}
+            for name in shape:
+                fr = self.ranks.get(name)
+                if fr is not None and (fr[0] not in best or fr[1] < best[fr[0]][0]):
+                    best[fr[0]] = (fr[1], name)
+            plan = tuple((f, name) for f, (_r, name) in best.items())
+            if len(self.plans) < 256:
+                self.plans[shape] = plan
+        out = {f: values[name] for f, name in plan}
+        for v in out.values():
+            if v is None or v == "":  # an empty value: the next name of its field counts, as in fields()
+                return fields(values, self.ranks)
+        return out
+
+
 def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:
     """The attribute names of some fields with their (field, priority), for :func:`fields`."""
     return {n: fr for n, fr in _RANK.items() if fr[0] in field_names}
 
 
-__all__ += ["ranks_of"]
+__all__ += ["FieldReader", "ranks_of"]
 
 
 def put(attributes: Any, values: dict[str, Any], key: str, value: Any, request: Any = None,

@@ -30,6 +30,7 @@ from collector.errors import ConfigError
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
 from collector.telemetry import REGISTRY, RateLimitedLogger
+from collector.wire import encode_attribute
 
 __all__ = ["BUILTIN_PRICES_PATH", "CostConfig", "CostProcessor", "Price", "PriceTable", "normalise_model"]
 
@@ -247,6 +248,7 @@ _pack_d = struct.Struct("<d").pack
 _FIELDS = ("cost", "response_model", "request_model", "input_tokens", "output_tokens", "total_tokens",
            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 _NAMES = genai.ranks_of(*_FIELDS)
+_UNKNOWN_TRUE = encode_attribute(_W["cost_unknown_model"], True)
 
 
 class CostProcessor(SimpleProcessor):
@@ -256,6 +258,7 @@ class CostProcessor(SimpleProcessor):
         genai.want(*(_W[k] for k in ("cost_input", "cost_output", "cost_cache_read", "cost_cache_write",
                                      "cost_reasoning", "cost_unknown_model")))
         self.table = PriceTable(config.prices, None, config.builtin_prices)
+        self._fields = genai.FieldReader(_NAMES)
         self._pid = str(settings.id)
         self._labels: dict[str, object] = {}
         self._rl = RateLimitedLogger(self.log)
@@ -283,7 +286,6 @@ class CostProcessor(SimpleProcessor):
         # attributes; no parse, no serialise.
         tw = batch.wire()
         values = genai.wire_values(tw)
-        fields = genai.fields
         as_int = genai._int
         override = self.config.override
         parts = self.config.parts
@@ -292,17 +294,18 @@ class CostProcessor(SimpleProcessor):
         w_cost = _W["cost"]
         w_in, w_out = _W["cost_input"], _W["cost_output"]
         w_cr, w_cw, w_rz = _W["cost_cache_read"], _W["cost_cache_write"], _W["cost_reasoning"]
-        names = _NAMES
+        w_unknown = _W["cost_unknown_model"]
         changed = False
         unknown: dict[str, int] = {}
         extra = tw.extra
         h_cost, h_in, h_out = (genai.double_head(k) for k in (w_cost, w_in, w_out))
         pack = _pack_d
+        read_fields = self._fields
         for i, v in enumerate(values):
             if not v:
                 continue
             try:
-                f = fields(v, names)
+                f = read_fields(v)
                 existing = f.get("cost")
                 if existing is not None and not override:
                     if w_cost not in v:
@@ -336,7 +339,11 @@ class CostProcessor(SimpleProcessor):
                     if req_model is not None and str(req_model) != model:
                         found = lookup(str(req_model))
                 if found is None:
-                    put(tw, i, _W["cost_unknown_model"], True)
+                    if i not in extra and w_unknown not in v:
+                        extra[i] = {w_unknown: _UNKNOWN_TRUE}
+                        v[w_unknown] = True
+                    else:
+                        put(tw, i, w_unknown, True)
                     changed = True
                     unknown[model] = unknown.get(model, 0) + 1
                     continue

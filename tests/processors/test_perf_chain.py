@@ -98,3 +98,18 @@ def test_redaction_skips_the_walk_of_spans_with_false_candidates_only() -> None:
     values = genai.span_values(b)
     assert values(spans[0])["user.id"] == "u-1" and values(spans[1])["user.id"] == "u-2"
     assert values(spans[1])["redaction.masked.count"] == 1
+
+
+def test_field_reader_equals_fields() -> None:
+    names = genai.ranks_of("request_model", "response_model", "input_tokens", "cost")
+    read = genai.FieldReader(names)
+    cases = [
+        {"gen_ai.request.model": "a", "gen_ai.response.model": "b", "gen_ai.usage.input_tokens": 0},
+        {"llm.model_name": "x", "gen_ai.request.model": "a", "llm.token_count.prompt": 5},
+        {"gen_ai.response.model": "", "llm.response.model": "c", "gen_ai.usage.cost": 0.5},  # empty: next name
+        {"gen_ai.response.model": None, "tenant.id": "t"},
+        {},
+    ]
+    for _ in range(2):  # second time through the cached plans
+        for v in cases:
+            assert read(v) == genai.fields(v, names), v
