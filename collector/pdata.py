@@ -141,6 +141,7 @@ class Batch:
                 w = self._wire = w.rendered()
                 self._raw = w.data
             else:
+                assert self._request is not None  # a batch always has its bytes, its request or its wire
                 self._raw = self._request.SerializeToString()
         return self._raw
 

@@ -392,9 +392,7 @@ class TraceWire:
                             continue
                         vals = ex.values()
                         ln = e - s + sum(map(len, vals))
-                        hd = hdr.get(ln)
-                        if hd is None:
-                            hd = _span_header(ln)
+                        hd = hdr.get(ln) or _span_header(ln)
                         append(hd)
                         append(mv[s:e])
                         extend(vals)

@@ -157,7 +157,6 @@ class EnrichProcessor(SimpleProcessor):
             values = genai.wire_values(tw)
             ctx = self._context(md)
             put = genai.wire_put
-            steps = self.steps
             changed = False
             present: set[str] = set().union(*values) if values else set()
             for r, (_others, scopes) in enumerate(tw.resources):

@@ -188,7 +188,8 @@ async def test_redaction_without_candidates_leaves_the_bytes() -> None:
     from bench.bench_chain import build
 
     class _Sink:
-        got: list[Batch] = []
+        def __init__(self) -> None:
+            self.got: list[Batch] = []
 
         async def consume(self, batch: Batch) -> None:
             self.got.append(batch)
