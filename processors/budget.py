@@ -81,6 +81,7 @@ class BudgetProcessor(SimpleProcessor):
         self._wins: dict[int, str] = {}  # UTC day number -> window name
         self._latest = ""  # the latest window seen
         self._rl = RateLimitedLogger(self.log)
+        genai.want(config.key, *genai.KEYS["cost"], *_B.values())
 
     async def start(self) -> None:
         if self.config.storage is None:
@@ -137,17 +138,12 @@ class BudgetProcessor(SimpleProcessor):
             with self.db:
                 self.db.execute("DELETE FROM budget WHERE win < ?", (prev,))
 
-    def _key_of(self, span: Any, values: dict[str, Any], resource: Any) -> str | None:
+    def _key_of(self, values: dict[str, Any], resource: Any) -> str | None:
+        """The span's value of the budget key (its own attribute, else its resource's)."""
         key = self.config.key
-        if genai.is_indexed(key):
-            v = values.get(key)
-            if v is not None and v != "":
-                return str(v)
-        else:
-            for kv in span.attributes:
-                if kv.key == key:
-                    v = anyvalue_to_python(kv.value)
-                    return None if v is None or v == "" else str(v)
+        v = values.get(key)
+        if v is not None and v != "":
+            return str(v)
         for kv in resource.attributes:
             if kv.key == key:
                 v = anyvalue_to_python(kv.value)
@@ -155,22 +151,26 @@ class BudgetProcessor(SimpleProcessor):
         return None
 
     def process(self, batch: Batch) -> Batch | None:
+        # on the serialised request (collector/wire.py), like cost before it: no parse, no serialise
         cfg = self.config
-        req = batch.request
         limits = cfg.limits
         default = cfg.default_limit_usd
         thresholds = cfg.thresholds
         key_name = cfg.key
-        values = genai.span_values(batch)
-        put = genai.put
+        tw = batch.wire()
+        values = genai.wire_values(tw)
+        put = genai.wire_put
         wins = self._wins
-        for rs in req.resource_spans:
+        changed = False
+        i = -1
+        for rs in tw.lean().resource_spans:  # span times (the receiver's parse, or a lean one)
             resource = rs.resource
             for ss in rs.scope_spans:
                 for span in ss.spans:
+                    i += 1
                     try:
-                        v = values(span)
-                        key = self._key_of(span, v, resource)
+                        v = values[i]
+                        key = self._key_of(v, resource)
                         if key is None:
                             continue
                         end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
@@ -192,22 +192,25 @@ class BudgetProcessor(SimpleProcessor):
                         limit = limits.get(key, default)
                         if limit is None:
                             continue
-                        attrs = span.attributes
                         crossed = [t for t in thresholds if t not in st.fired and st.spent >= t * limit]
                         if crossed:
                             st.fired.update(crossed)
                             self._dirty.add((key, win))
-                            put(attrs, v, _B["crossed"], float(crossed[-1]), req, span)
-                            put(attrs, v, _B["key_name"], key_name, req, span)
-                            put(attrs, v, _B["key"], key, req, span)
-                            put(attrs, v, _B["spent_usd"], round(st.spent, 10), req, span)
-                            put(attrs, v, _B["limit_usd"], float(limit), req, span)
+                            put(tw, i, _B["crossed"], float(crossed[-1]))
+                            put(tw, i, _B["key_name"], key_name)
+                            put(tw, i, _B["key"], key)
+                            put(tw, i, _B["spent_usd"], round(st.spent, 10))
+                            put(tw, i, _B["limit_usd"], float(limit))
+                            changed = True
                         if st.spent >= limit:
-                            put(attrs, v, _B["exceeded"], True, req, span)
+                            put(tw, i, _B["exceeded"], True)
+                            changed = True
 
                     except Exception as exc:  # noqa: BLE001 - one bad span must not fail the batch
                         self._rl.log(logging.WARNING, "span", "budget: span left unchanged: %r", exc)
         self._flush()
+        if changed:
+            batch.wire_changed()
         return batch
 
 
