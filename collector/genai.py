@@ -19,6 +19,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector.pdata import anyvalue_to_python, python_to_anyvalue
+from collector.wire import iter_fields, read_varint, varint
 
 __all__ = [
     "BUDGET",
@@ -603,47 +604,12 @@ def _key_db() -> Any:
     return _KEY_DB
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    x = 0
-    shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        x |= (c & 0x7F) << shift
-        if c < 0x80:
-            return x, i
-        shift += 7
+_varint = read_varint
 
 
 def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, value start, value end) of the length-delimited fields of one serialised message."""
-    out = []
-    while i < end:
-        tag = b[i]
-        if tag < 0x80:
-            i += 1
-        else:
-            tag, i = _varint(b, i)
-        w = tag & 7
-        if w == 2:
-            ln = b[i]
-            if ln < 0x80:
-                i += 1
-            else:
-                ln, i = _varint(b, i)
-            out.append((tag >> 3, i, i + ln))
-            i += ln
-        elif w == 0:
-            _, i = _varint(b, i)
-        elif w == 1:
-            i += 8
-        elif w == 5:
-            i += 4
-        else:
-            raise ValueError("unsupported wire type")
-    if i != end:
-        raise ValueError("truncated message")
-    return out
+    return [(f, vs, ve) for f, s, vs, ve in iter_fields(b, i, end) if b[s] & 7 == 2]
 
 
 def wire_layout(data: bytes) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] | None:
@@ -973,20 +939,11 @@ def double_head(key: str) -> bytes:
     head = _DOUBLE_HEAD.get(key)
     if head is None:
         kb = key.encode()
-        kv = b"\x0a" + _enc_varint(len(kb)) + kb + b"\x12\x09\x21"
-        head = b"\x4a" + _enc_varint(len(kv) + 8) + kv
+        kv = b"\x0a" + varint(len(kb)) + kb + b"\x12\x09\x21"
+        head = b"\x4a" + varint(len(kv) + 8) + kv
         if len(_DOUBLE_HEAD) < 1000:
             _DOUBLE_HEAD[key] = head
     return head
-
-
-def _enc_varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 _pack_d = _struct.Struct("<d").pack
@@ -1132,11 +1089,9 @@ def _wanted_hits(data: bytes) -> list[int]:
 def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
     """Values and ranges (relative to ``body``) of the wanted keys of one serialised span, by a walk over
     its fields: the path without Hyperscan, and where a writer needs to know where an attribute is."""
-    from collector.wire import _fields
-
     vals: dict[str, Any] = {}
     rng: dict[str, tuple[int, int]] = {}
-    for f, s, vs, ve in _fields(body, 0, len(body)):
+    for f, s, vs, ve in iter_fields(body, 0, len(body)):
         if f != 9 or body[s] != 0x4A:
             continue
         kv = KeyValue()

@@ -23,7 +23,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from collector.pdata import python_to_anyvalue
 
-__all__ = ["TraceWire", "encode_attribute", "varint"]
+__all__ = ["TraceWire", "encode_attribute", "iter_fields", "read_varint", "varint"]
 
 
 def varint(n: int) -> bytes:
@@ -54,7 +54,8 @@ def _span_header(ln: int) -> bytes:
     return hd
 
 
-def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+def read_varint(b: bytes, i: int) -> tuple[int, int]:
+    """The varint at ``b[i]``: (value, position after it)."""
     x = 0
     shift = 0
     while True:
@@ -68,7 +69,7 @@ def _read_varint(b: bytes, i: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def iter_fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, field start, value start, value end) of each field of one serialised message; for
     length-delimited fields the value range excludes the length prefix."""
     while i < end:
@@ -77,19 +78,19 @@ def _fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
         if tag < 0x80:
             i += 1
         else:
-            tag, i = _read_varint(b, i)
+            tag, i = read_varint(b, i)
         w = tag & 7
         if w == 2:
             ln = b[i]
             if ln < 0x80:
                 i += 1
             else:
-                ln, i = _read_varint(b, i)
+                ln, i = read_varint(b, i)
             vs = i
             i += ln
         elif w == 0:
             vs = i
-            _, i = _read_varint(b, i)
+            _, i = read_varint(b, i)
         elif w == 1:
             vs = i
             i += 8
@@ -102,20 +103,20 @@ def _fields(b: bytes, i: int, end: int) -> Iterator[tuple[int, int, int, int]]:
             while depth:
                 if i >= end:
                     raise ValueError("unterminated group")
-                t, i = _read_varint(b, i)
+                t, i = read_varint(b, i)
                 tw = t & 7
                 if tw == 3:
                     depth += 1
                 elif tw == 4:
                     depth -= 1
                 elif tw == 0:
-                    _, i = _read_varint(b, i)
+                    _, i = read_varint(b, i)
                 elif tw == 1:
                     i += 8
                 elif tw == 5:
                     i += 4
                 elif tw == 2:
-                    ln, i = _read_varint(b, i)
+                    ln, i = read_varint(b, i)
                     i += ln
                 else:
                     raise ValueError(f"unsupported wire type {tw}")
@@ -204,13 +205,13 @@ class TraceWire:
         resources: list[Any] = []
         head: list[tuple[int, int]] = []
         append = spans.append
-        for f, s0, vs, ve in _fields(b, 0, len(b)):
+        for f, s0, vs, ve in iter_fields(b, 0, len(b)):
             if f != 1 or b[s0] != 0x0A:
                 head.append((s0, ve))
                 continue
             others: list[tuple[int, int]] = []
             scopes: list[tuple[list[tuple[int, int]], int, int]] = []
-            for f2, s2, vs2, ve2 in _fields(b, vs, ve):
+            for f2, s2, vs2, ve2 in iter_fields(b, vs, ve):
                 if f2 != 2 or b[s2] != 0x12:
                     others.append((s2, ve2))
                     continue
@@ -226,13 +227,13 @@ class TraceWire:
                             ln = (ln & 0x7F) | (b[i + 2] << 7)
                             j = i + 3
                         else:
-                            ln, j = _read_varint(b, i + 1)
+                            ln, j = read_varint(b, i + 1)
                         if j + ln > ve2:
                             raise ValueError("truncated message")
                         append((i, j, j + ln))
                         i = j + ln
                     else:  # another field of the scope (scope, schema_url): the next field only
-                        for _f3, s3, _vs3, ve3 in _fields(b, i, ve2):
+                        for _f3, s3, _vs3, ve3 in iter_fields(b, i, ve2):
                             sc_others.append((s3, ve3))
                             i = ve3
                             break
@@ -282,7 +283,7 @@ class TraceWire:
             body = b""
             for s, e in self.resources[r][0]:
                 if b[s] == 0x0A:
-                    _ln, vs = _read_varint(b, s + 1)
+                    _ln, vs = read_varint(b, s + 1)
                     body = b[vs:e]
         return Resource.FromString(body)
 
@@ -296,7 +297,7 @@ class TraceWire:
             rr = None
             for s, e in others:
                 if b[s] == 0x0A:
-                    _ln, vs = _read_varint(b, s + 1)
+                    _ln, vs = read_varint(b, s + 1)
                     rr = (vs, e)
             out.append((rr, [(s, e) for _sc, first, n in scopes for _o, s, e in spans[first:first + n]]))
         return out

@@ -16,6 +16,8 @@ import bisect
 from collections.abc import Iterable
 from typing import Any
 
+from collector.wire import iter_fields
+
 __all__ = ["KeyFinder", "item_offsets", "items_containing"]
 
 _hs: Any
@@ -25,42 +27,9 @@ except ImportError:  # pragma: no cover - depends on the platform
     _hs = None
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result, shift = b & 0x7F, 7
-    pos += 1
-    while True:
-        b = buf[pos]
-        result |= (b & 0x7F) << shift
-        pos += 1
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
 def _fields(buf: bytes, start: int, end: int, want: int) -> list[tuple[int, int]]:
     """(start, end) of each length-delimited occurrence of field ``want`` in buf[start:end]."""
-    out = []
-    pos = start
-    while pos < end:
-        tag, pos = _varint(buf, pos)
-        wt = tag & 7
-        if wt == 2:
-            n, pos = _varint(buf, pos)
-            if tag >> 3 == want:
-                out.append((pos, pos + n))
-            pos += n
-        elif wt == 0:
-            _, pos = _varint(buf, pos)
-        elif wt == 1:
-            pos += 8
-        elif wt == 5:
-            pos += 4
-        else:  # groups are not used by OTLP
-            raise ValueError(f"unexpected wire type {wt}")
-    return out
+    return [(vs, ve) for f, s, vs, ve in iter_fields(buf, start, end) if f == want and buf[s] & 7 == 2]
 
 
 def item_offsets(raw: bytes) -> tuple[list[int], list[int], list[tuple[int, int]]]:
