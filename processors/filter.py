@@ -246,14 +246,13 @@ class FilterProcessor(SimpleProcessor):
 
     def __init__(self, settings: CreateSettings, config: FilterConfig) -> None:
         super().__init__(settings, config)
-        is_indexed = getattr(genai, "is_indexed", None)
         self._c = {
             Signal.TRACES: _Compiled(config.spans.drop if config.spans else [], "spans", config.drop_no_log),
             Signal.LOGS: _Compiled(config.logs.drop if config.logs else [], "logs", config.drop_no_log),
             Signal.METRICS: _Compiled(config.metrics.drop if config.metrics else [], "metrics", False),
         }
         keys = set(self._c[Signal.TRACES].attr_keys | self._c[Signal.LOGS].attr_keys)
-        self._indexed = is_indexed is not None and all(is_indexed(k) for k in keys)
+        self._indexed = all(genai.is_indexed(k) for k in keys)
 
     def _present(self, batch: Batch, keys: frozenset[str]) -> frozenset[str]:
         if not keys:
@@ -296,24 +295,20 @@ class FilterProcessor(SimpleProcessor):
         return batch
 
     @staticmethod
-    def _shared_getter(batch: Batch) -> Callable[[Any, frozenset[str]], dict[str, Any]] | None:
-        """``(item, keys) -> {key: value}`` from collector/genai's shared per-request pass, when it has one:
-        ``span_values`` (Python values per span) for traces, else ``indexes`` (KeyValues per item)."""
-        sv = getattr(genai, "span_values", None)
-        if sv is not None and batch.signal is Signal.TRACES:
-            values = sv(batch)
+    def _shared_getter(batch: Batch) -> Callable[[Any, frozenset[str]], dict[str, Any]]:
+        """``(item, keys) -> {key: value}`` from collector/genai's shared per-request pass: ``span_values``
+        (Python values per span) for traces, ``indexes`` (KeyValues per item) for logs."""
+        if batch.signal is Signal.TRACES:
+            values = genai.span_values(batch)
 
             def from_values(it: Any, keys: frozenset[str]) -> dict[str, Any]:
                 v = values(it)
                 return {k: v[k] for k in keys if k in v}
             return from_values
-        indexes = getattr(genai, "indexes", None)
-        if indexes is None:
-            return None
         req = batch.request
 
         def from_index(it: Any, keys: frozenset[str]) -> dict[str, Any]:
-            own = indexes(req, it)[0]
+            own = genai.indexes(req, it)[0]
             return {k: genai.value_of(own[k].value) for k in keys if k in own}
         return from_index
 

@@ -36,12 +36,8 @@ from processors._presence import KeyFinder
 
 __all__ = ["LLMAlertsConfig", "LLMAlertsConnector"]
 
-# Attribute names the `budget` processor writes. collector/genai.BUDGET names them once both branches are
-# merged; until then the same names are spelled here.
-BUDGET: dict[str, str] = dict(getattr(genai, "BUDGET", None) or {
-    "crossed": "llm.budget.crossed", "key_name": "llm.budget.key_name", "key": "llm.budget.key",
-    "spent_usd": "llm.budget.spent_usd", "limit_usd": "llm.budget.limit_usd", "exceeded": "llm.budget.exceeded",
-})
+# Attribute names the `budget` processor writes.
+BUDGET: dict[str, str] = dict(genai.BUDGET)
 
 # group_by names that are collector/genai fields -> (attribute key on the record, LLMCall attribute)
 GROUP_FIELDS: dict[str, tuple[str, str]] = {
@@ -149,15 +145,10 @@ class LLMAlertsConnector:
         """The alert records a request gives rise to (None when none)."""
         cfg = self.config
         req = batch.request
-        indexes = getattr(genai, "indexes", None)
-        span_values = getattr(genai, "span_values", None)
-        is_indexed = getattr(genai, "is_indexed", None)
-        # collector/genai's shared per-request pass when the request was changed upstream (the processors
-        # before this connector made it): span_values (Python values) or indexes (KeyValues); otherwise a
-        # search of the request's bytes
-        shared = (span_values is not None or indexes is not None) and is_indexed is not None \
-            and not batch.has_bytes and all(is_indexed(k) for k in self._budget_keys)
-        values = span_values(batch) if shared and span_values is not None and cfg.budget else None
+        # collector/genai's shared per-request pass (span_values) when the request was changed upstream (the
+        # processors before this connector made it); otherwise a search of the request's bytes
+        shared = not batch.has_bytes and all(genai.is_indexed(k) for k in self._budget_keys)
+        values = genai.span_values(batch) if shared and cfg.budget else None
         budget_hits: set[tuple[int, int]] | None = None
         if shared:
             want_budget, want_guard = cfg.budget, cfg.guardrail
@@ -168,7 +159,7 @@ class LLMAlertsConnector:
             want_guard = cfg.guardrail and bool(self._guard_finder.hits(raw))
         if not (want_budget or want_guard or self._need_calls):
             return None
-        read_cached = getattr(genai, "read_cached", None) if shared else None
+        read_cached = genai.read_cached if shared else None
         out = ExportLogsServiceRequest()
         touched_err: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
         touched_lat: dict[tuple[Any, ...], tuple[list[tuple[str, Any]], Any]] = {}
@@ -183,10 +174,7 @@ class LLMAlertsConnector:
                 ordinal += 1
                 for i, span in enumerate(ss.spans):
                     if want_budget and (budget_hits is None or (ordinal, i) in budget_hits):
-                        if values is not None:
-                            rec = self._budget(span, None, values(span))
-                        else:
-                            rec = self._budget(span, indexes(req, span)[0] if shared else None)  # type: ignore[misc]
+                        rec = self._budget(span, values(span) if values is not None else None)
                         if rec is not None:
                             records.append(rec)
                     if not (self._need_calls or want_guard):
@@ -230,19 +218,15 @@ class LLMAlertsConnector:
         return out if out.resource_logs else None
 
     # -- budget ---------------------------------------------------------------------------------------
-    def _budget(self, span: Any, idx: dict[str, Any] | None, pyvals: dict[str, Any] | None = None) -> Any | None:
+    def _budget(self, span: Any, pyvals: dict[str, Any] | None) -> Any | None:
+        """The alert of a budget crossing on ``span`` (values from collector/genai's shared pass, or read off
+        the span), unless already sent."""
         kc, kn, kk, ks, kl = self._budget_keys
         vals: dict[str, Any] = {}
         if pyvals is not None:
             if kc not in pyvals:
                 return None
             vals = {k: pyvals[k] for k in self._budget_keys if k in pyvals}
-        elif idx is not None:
-            if kc not in idx:
-                return None
-            for k in self._budget_keys:
-                if k in idx:
-                    vals[k] = genai.value_of(idx[k].value)
         else:
             for kv in span.attributes:
                 if kv.key in (kc, kn, kk, ks, kl):

@@ -182,22 +182,15 @@ class LLMMetricsConnector:
         limit = self.config.cardinality_limit
         nb = len(self.bounds)
         sem_on = self.config.semconv_metrics
-        # collector/genai's shared per-request index (built by the processors before this connector) when it
-        # has one; otherwise one pass over each span's keys
-        read_cached = getattr(genai, "read_cached", None)
+        # through collector/genai's shared per-request index (one pass over each span's keys, unless the
+        # processors before this connector made it)
+        read_cached = genai.read_cached
         for rs in req.resource_spans:
-            ridx = genai.index(rs.resource.attributes) if read_cached is None else {}
             service = _service_name(rs.resource.attributes)
             rraw = _raw(rs.resource.attributes, self.raw_keys) if self.raw_keys else {}
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    if read_cached is not None:
-                        c = read_cached(req, span, rs.resource)
-                    else:
-                        idx = genai.index(span.attributes)
-                        for k, v in ridx.items():
-                            idx.setdefault(k, v)
-                        c = genai.read(span, idx=idx)
+                    c = read_cached(req, span, rs.resource)
                     if not c.is_llm:
                         continue
                     if self.raw_keys:

@@ -1,6 +1,6 @@
-"""The paths that read attribute values from collector/genai's shared per-request index (built by the
-processors earlier in the chain) give the same results as the paths that search the request's bytes; and
-tail_sampling's wire path decides as the policies say."""
+"""The paths that read attribute values from collector/genai's shared per-request pass (when processors
+earlier in the chain changed the request) give the same results as the paths that search the request's
+bytes; and tail_sampling's wire path decides as the policies say."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from collector import genai
 from collector.component import ComponentID, CreateSettings, Kind
 from collector.pdata import Signal
 from processors.filter import FilterConfig, FilterProcessor
@@ -17,42 +16,20 @@ from processors.llm_alerts import LLMAlertsConfig, LLMAlertsConnector
 from processors.tail_sampling import TailSampler, TailSamplingConfig
 from tests.processors.llm_spans import LITELLM, OPENLLMETRY, Sink, pb_batch, trace_ids
 
-CALLS: list[int] = []
 
-
-def _indexes(request: Any, item: Any, resource: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    CALLS.append(1)
-    own = {kv.key: kv for kv in item.attributes}
-    res = {kv.key: kv for kv in resource.attributes} if resource is not None else {}
-    return own, res
-
-
-def _read_cached(request: Any, span: Any, resource: Any = None) -> Any:
-    own, res = _indexes(request, span, resource)
-    merged = {**res, **own}
-    return genai.read(span, idx=merged)
-
-
-def _span_values(batch: Any) -> Any:
-    CALLS.append(1)
-
-    def values(span: Any) -> dict[str, Any]:
-        return {kv.key: genai.value_of(kv.value) for kv in span.attributes}
-    return values
-
-
-@pytest.fixture(params=["bytes", "shared", "values"])
-def mode(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name in ("indexes", "read_cached", "is_indexed", "span_values"):
-        monkeypatch.delattr(genai, name, raising=False)
-    if request.param in ("shared", "values"):
-        monkeypatch.setattr(genai, "indexes", _indexes, raising=False)
-        monkeypatch.setattr(genai, "read_cached", _read_cached, raising=False)
-        monkeypatch.setattr(genai, "is_indexed", lambda k: True, raising=False)
-    if request.param == "values":
-        monkeypatch.setattr(genai, "span_values", _span_values, raising=False)
-    CALLS.clear()
+@pytest.fixture(params=["bytes", "shared"])
+def mode(request: Any) -> str:
+    """``bytes``: the batch as received (its bytes are searched); ``shared``: changed upstream (no bytes at
+    hand), so the values come from collector/genai's shared per-request pass."""
     return str(request.param)
+
+
+def _batch(spans: list[dict[str, Any]], mode: str) -> Any:
+    b = pb_batch(spans)
+    if mode == "shared":
+        b.request.resource_spans[0].scope_spans[0].spans[1].name = "renamed"
+        b.modified()
+    return b
 
 
 def _spans() -> list[dict[str, Any]]:
@@ -103,15 +80,13 @@ async def test_filter_and_alerts_same_results(mode: str) -> None:
     sink = Sink()
     f = FilterProcessor(CreateSettings(id=ComponentID.parse("filter"), kind=Kind.PROCESSOR, signal=Signal.TRACES,
                                        next=sink), FilterConfig())
-    b = pb_batch(spans)
-    b.modified()
+    b = _batch(spans, mode)
     await f.consume(b)
     assert len(sink.spans()) == 200 - 5
     logs = Sink()
     a = LLMAlertsConnector(CreateSettings(id=ComponentID.parse("llm_alerts"), kind=Kind.CONNECTOR,
                                           consumers={Signal.LOGS: logs}), LLMAlertsConfig())  # type: ignore[dict-item]
-    b2 = pb_batch(spans)
-    b2.modified()
+    b2 = _batch(spans, mode)
     await a.consume(b2)
     recs = [r for x in logs.batches for rl in x.request.resource_logs for sl in rl.scope_logs for r in sl.log_records]
     assert len(recs) == 1 and recs[0].span_id == b2.request.resource_spans[0].scope_spans[0].spans[7].span_id
