@@ -289,6 +289,13 @@ class _DecisionCache:
     def __contains__(self, tid: object) -> bool:
         return tid in self.new or tid in self.old
 
+    def update(self, decisions: dict[bytes, bool]) -> None:
+        """Many decisions at once (one dict update)."""
+        new = self.new
+        new.update(decisions)
+        if len(new) >= self.size // 2:
+            self.old, self.new = new, {}
+
     def __len__(self) -> int:
         return len(self.new) + len(self.old)
 
@@ -298,11 +305,13 @@ class Trace:
 
     __slots__ = ("_attrs", "frags", "tid")
 
-    def __init__(self, tid: bytes) -> None:
+    def __init__(self, tid: bytes, first: tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]] | None = None,
+                 ) -> None:
         self.tid = tid
         # per fragment (the spans of the trace in one scope of one held request): (held request, the
         # resource's values of the policies' keys, the scope's span fields, scope ordinal, span indexes)
-        self.frags: list[tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]]] = []
+        self.frags: list[tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]]] = \
+            [first] if first is not None else []
         self._attrs: list[dict[str, Any]] | None = None
 
     @property
@@ -896,7 +905,8 @@ class TailSampler:
         ids, times and status from a lean parse, the policies' attribute values from collector/genai; the
         request itself stays bytes, and unsampled spans are cut out of them at the decision."""
         entry = _Held(batch, deadline, seq, arrival_ns)
-        pending, decided = self.pending, self.decided
+        pending = self.pending
+        dnew, dold = self.decided.new, self.decided.old
         keys = self.keys
         tw = batch.wire()
         values = genai.wire_values(tw) if keys else None
@@ -928,13 +938,18 @@ class TailSampler:
                 fl = _Fields([sp.status.code for sp in spans] if status else None,
                              [sp.start_time_unix_nano for sp in spans] if times else None,
                              [sp.end_time_unix_nano for sp in spans] if times else None)
-                for i, tid in enumerate([sp.trace_id for sp in spans]):
-                    g = groups.get(tid)
-                    if g is None:
-                        groups[tid] = [i]
-                    else:
-                        g.append(i)
-                    if values is not None:
+                tids = [sp.trace_id for sp in spans]
+                groups = {tid: [i] for i, tid in enumerate(tids)}
+                if len(groups) != len(tids):  # a trace with several spans in the scope
+                    groups = {}
+                    for i, tid in enumerate(tids):
+                        g = groups.get(tid)
+                        if g is None:
+                            groups[tid] = [i]
+                        else:
+                            g.append(i)
+                if values is not None:
+                    for i in range(len(tids)):
                         own = values[first + i]
                         if key1 is not None:
                             if key1 in own:
@@ -947,11 +962,12 @@ class TailSampler:
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
-                        if decided and tid in decided:
-                            continue
-                        tr = pending[tid] = Trace(tid)
+                        if tid in dnew or tid in dold:
+                            continue  # decided: its spans follow that decision
+                        pending[tid] = Trace(tid, (entry, rvals, fl, ordinal, idx))
+                    else:
+                        tr.frags.append((entry, rvals, fl, ordinal, idx))
                     new = True
-                    tr.frags.append((entry, rvals, fl, ordinal, idx))
                 ordinal += 1
         if new:
             self.held.append(entry)
@@ -991,10 +1007,11 @@ class TailSampler:
                 p.prepare(tids)
             evaluated = [0] * len(policies)
             hits = [0] * len(policies)
+            out: dict[bytes, bool] = {}
             if self._invert:
                 decide = self.decide
                 for tr in due:
-                    decided[tr.tid] = decide(tr, evaluated, hits)
+                    out[tr.tid] = decide(tr, evaluated, hits)
             else:
                 # the first policy that samples a trace decides it: each policy in turn over the traces the
                 # earlier ones left (the same evaluations, in the same order, as trace by trace)
@@ -1007,13 +1024,14 @@ class TailSampler:
                     rest = []
                     for tr, hit in zip(left, p.sampled_many(left, keys)):
                         if hit:
-                            decided[tr.tid] = True
+                            out[tr.tid] = True
                         else:
                             rest.append(tr)
                     hits[n] = len(left) - len(rest)
                     left = rest
                 for tr in left:
-                    decided[tr.tid] = False
+                    out[tr.tid] = False
+            decided.update(out)
             for n, p in enumerate(policies):
                 if hits[n]:
                     self._counters[(p.name, "true")].inc(hits[n])
@@ -1025,12 +1043,13 @@ class TailSampler:
     def _apply(self, entry: _Held) -> None:
         """Cut the spans of the entry's traces that are not sampled (undecided counts as not) out of its
         request's bytes."""
-        decided = self.decided
+        dnew, dold = self.decided.new, self.decided.old
         tw = entry.batch.wire()
         dropped = False
         for _o, groups, first in entry.groups:
             for tid, idx in groups.items():
-                if not decided.get(tid, False):
+                v = dnew.get(tid)
+                if not (v if v is not None else dold.get(tid, False)):
                     for i in idx:
                         tw.drop(first + i)
                     dropped = True
