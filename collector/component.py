@@ -11,6 +11,8 @@ and safe twice. Consumers have one ``async consume(batch)``.
 
 from __future__ import annotations
 
+import builtins
+
 import enum
 import importlib
 import logging
@@ -116,7 +118,7 @@ class Factory:
 
     type: str
     kind: Kind
-    config_model: type[BaseModel]
+    config_model: builtins.type[BaseModel]  # ``type`` is the field above
     create: Callable[[CreateSettings, Any], Any]
     signals: frozenset[Signal] = frozenset(Signal)
     out_signals: frozenset[Signal] = frozenset()

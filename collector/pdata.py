@@ -255,7 +255,7 @@ def from_otlp_json(signal: Signal, data: bytes | str) -> Any:
 
 
 def to_otlp_json_obj(request: Any) -> dict[str, Any]:
-    obj = json_format.MessageToDict(request, use_integers_for_enums=True)
+    obj: dict[str, Any] = json_format.MessageToDict(request, use_integers_for_enums=True)
     _ids(obj, _b64_to_hex)
     return obj
 

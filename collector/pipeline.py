@@ -90,7 +90,7 @@ class Graph:
         self.host = Host(config)
         self.extensions: list[tuple[str, Any]] = []
         self.exporters: dict[str, Any] = {}
-        self.connectors: dict[str, Any] = {}
+        self.connectors: dict[str, Consumer] = {}
         self.processors: list[tuple[str, Any]] = []
         self.receivers: dict[str, Any] = {}
         self._entries: dict[str, Consumer] = {}
@@ -157,7 +157,7 @@ class Graph:
         for name in reversed(p.processors):
             cc = self.config.get(Kind.PROCESSOR, ComponentID.parse(name))
             s = self._settings(Kind.PROCESSOR, name, signal=sig, pipeline=pid, next=nxt)
-            comp = cc.factory.create(s, cc.config)
+            comp: Consumer = cc.factory.create(s, cc.config)
             self.processors.append((f"{pid}/{name}", comp))
             nxt = comp
         self._building.discard(pid)
@@ -177,7 +177,7 @@ class Graph:
             by_sig.setdefault(pipelines[pid][0], []).append(entry)
         consumers = {sg: fanout(cs, copy=True) for sg, cs in by_sig.items()}
         cc = self.config.get(Kind.CONNECTOR, ComponentID.parse(name))
-        comp = cc.factory.create(
+        comp: Consumer = cc.factory.create(
             self._settings(Kind.CONNECTOR, name, consumers=consumers, pipelines=per_pipe), cc.config
         )
         self.connectors[name] = comp

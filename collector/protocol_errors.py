@@ -71,7 +71,7 @@ def _retry_info(err: grpc.RpcError) -> float | None:
         from google.rpc import error_details_pb2
         from grpc_status import rpc_status
 
-        st = rpc_status.from_call(err)  # type: ignore[arg-type]
+        st = rpc_status.from_call(err)
     except Exception:  # noqa: BLE001 - no status details
         return None
     if st is None:
@@ -80,5 +80,5 @@ def _retry_info(err: grpc.RpcError) -> float | None:
         if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
             d.Unpack(info)
-            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+            return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
     return None

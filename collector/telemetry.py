@@ -40,7 +40,7 @@ __all__ = [
     "RateLimitedLogger",
 ]
 
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 

@@ -294,7 +294,7 @@ def merge_metrics(per_worker: list[tuple[str, str]], extra: list[Any] = ()) -> b
             return [*families.values(), *extra]
 
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(_Merged())  # type: ignore[arg-type]
+    reg.register(_Merged())
     return generate_latest(reg)
 
 
