@@ -92,7 +92,7 @@ def attribute_names() -> Any:
     try:
         from langfuse import LangfuseOtelSpanAttributes
     except ImportError:  # older releases kept it only in the private module
-        from langfuse._client.attributes import LangfuseOtelSpanAttributes  # type: ignore[no-redef]
+        from langfuse._client.attributes import LangfuseOtelSpanAttributes
     return LangfuseOtelSpanAttributes
 
 

@@ -174,7 +174,7 @@ class Finder:
 
         try:
             self.db.scan(data, match_event_handler=cb)
-        except _hs.ScanTerminated:  # type: ignore[union-attr]
+        except _hs.ScanTerminated:
             pass
         return hit
 

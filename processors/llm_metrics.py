@@ -231,9 +231,9 @@ class LLMMetricsConnector:
                             if sm is None:
                                 sm = self.sem[skey] = _SemSeries()
                         if c.input_tokens is not None:
-                            sm.tokens["input"].add(TOKEN_USAGE_BUCKETS, c.input_tokens)  # type: ignore[arg-type]
+                            sm.tokens["input"].add(TOKEN_USAGE_BUCKETS, c.input_tokens)
                         if c.output_tokens is not None:
-                            sm.tokens["output"].add(TOKEN_USAGE_BUCKETS, c.output_tokens)  # type: ignore[arg-type]
+                            sm.tokens["output"].add(TOKEN_USAGE_BUCKETS, c.output_tokens)
                         sm.duration.add(DURATION_BUCKETS, c.latency_ms / 1000.0)
 
     # -- emission -------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ class LLMMetricsConnector:
         tok_m = _sum(sm, "llm.tokens", "{token}", "Tokens by token.type", temporality)
         cost_m = _sum(sm, "llm.cost_usd", "USD", "Cost of LLM calls in US dollars", temporality)
         lat = sm.metrics.add(name="llm.latency_ms", unit="ms", description="Duration of LLM calls")
-        lat.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+        lat.histogram.aggregation_temporality = temporality
         for key, s in series:
             attrs = self._attrs(key)
             _point(req_m.sum.data_points.add(), attrs, start, now).as_int = s.requests
@@ -289,16 +289,16 @@ class LLMMetricsConnector:
                      temporality: int) -> None:
         tok = sm.metrics.add(name="gen_ai.client.token.usage", unit="{token}",
                              description="Number of input and output tokens used.")
-        tok.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+        tok.histogram.aggregation_temporality = temporality
         dur = sm.metrics.add(name="gen_ai.client.operation.duration", unit="s",
                              description="GenAI operation duration.")
-        dur.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+        dur.histogram.aggregation_temporality = temporality
         for key, s in series:
             if len(key) == 2 and key[1] == OVERFLOW:
                 attrs: list[tuple[str, Any]] = [(OVERFLOW, True)]
                 err = ""
             else:
-                _svc, op, provider, req_model, resp_model, err = key  # type: ignore[misc]
+                _svc, op, provider, req_model, resp_model, err = key
                 attrs = [(_OP, op)]
                 if provider:
                     attrs.append((_PROVIDER, provider))

@@ -245,7 +245,7 @@ class Redactor:
 
         try:
             self.keygate.scan(data, match_event_handler=cb)
-        except _hs.ScanTerminated:  # type: ignore[union-attr]
+        except _hs.ScanTerminated:
             pass
         return hit
 

@@ -1063,7 +1063,7 @@ class TailSampler:
         self._apply(entry)
         if self._store is not None and due:
             decided = self.decided
-            self._store.put_decisions([(t.tid, int(decided.get(t.tid, False))) for t in due], self._cache_size)
+            self._store.put_decisions([(t.tid, int(bool(decided.get(t.tid, False)))) for t in due], self._cache_size)
         await self._forward(entry.batch)
         if self._store is not None:
             self._store.delete(entry.seq)

@@ -133,7 +133,7 @@ class DatadogExporter(BaseExporter):
         where = self.config.metrics.endpoint or f"api.{self.config.api.site}"
         try:
             resp = await asyncio.wait_for(api.validate(), timeout=self.config.timeout or 15.0)
-        except self._api_exception as e:  # type: ignore[misc]
+        except self._api_exception as e:
             status = getattr(e, "status", 0)
             if status in (401, 403):
                 self.key_valid = False
@@ -228,7 +228,7 @@ class DatadogExporter(BaseExporter):
             r = reqs[0]
             try:
                 await self._submit(r)
-            except self._api_exception as e:  # type: ignore[misc]
+            except self._api_exception as e:
                 if getattr(e, "status", 0) == 413:
                     if len(r.items) > 1:
                         half = len(r.items) // 2
