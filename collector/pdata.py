@@ -61,12 +61,12 @@ class Signal(str, enum.Enum):
         return {"traces": "spans", "metrics": "metric_points", "logs": "log_records"}[self.value]
 
 
-REQUEST_TYPES: dict[Signal, type] = {
+REQUEST_TYPES: dict[Signal, Any] = {  # message classes
     Signal.TRACES: ExportTraceServiceRequest,
     Signal.METRICS: ExportMetricsServiceRequest,
     Signal.LOGS: ExportLogsServiceRequest,
 }
-RESPONSE_TYPES: dict[Signal, type] = {
+RESPONSE_TYPES: dict[Signal, Any] = {
     Signal.TRACES: ExportTraceServiceResponse,
     Signal.METRICS: ExportMetricsServiceResponse,
     Signal.LOGS: ExportLogsServiceResponse,

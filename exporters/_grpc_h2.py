@@ -266,7 +266,7 @@ class H2GrpcClient:
         if flag == 1:
             from isal import igzip
 
-            msg_bytes = igzip.decompress(msg_bytes)
+            msg_bytes = igzip.decompress(msg_bytes)  # type: ignore[no-untyped-call]
         return msg_bytes
 
     async def close(self) -> None:

@@ -51,7 +51,7 @@ class NatsAuthConfig(StrictModel):
 async def connect(url: str, auth: NatsAuthConfig, connect_timeout: float, name: str,
                   log: logging.Logger) -> Any:
     """A connection that reconnects for ever once established."""
-    import nats
+    import nats.aio.client
 
     async def on_error(e: Exception) -> None:
         log.warning("nats: %s", e)
@@ -75,7 +75,7 @@ async def connect(url: str, auth: NatsAuthConfig, connect_timeout: float, name: 
     if auth.creds_file:
         opts["user_credentials"] = auth.creds_file
     # with unlimited reconnects nats-py would also retry the first connect for ever: bound it
-    nc = nats.NATS()
+    nc = nats.aio.client.Client()
     try:
         await asyncio.wait_for(nc.connect(**opts), timeout=connect_timeout * 2 + 0.5)
     except BaseException:

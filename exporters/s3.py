@@ -135,7 +135,7 @@ def strip_content(signal: Signal, request: Any) -> None:
 def _str_attr(attrs: Any, key: str) -> str:
     for kv in attrs:
         if kv.key == key:
-            return kv.value.string_value
+            return str(kv.value.string_value)
     return ""
 
 

@@ -116,7 +116,7 @@ class OtlpReceiver:
 
     # -- gRPC -----------------------------------------------------------------------------------------
     def _grpc_handler(self, signal: Signal) -> Any:
-        response = RESPONSE_TYPES[signal]().SerializeToString()
+        response: bytes = RESPONSE_TYPES[signal]().SerializeToString()
         include_md = self.config.protocols.grpc.include_metadata if self.config.protocols.grpc else False
 
         async def export(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -205,7 +205,7 @@ class OtlpReceiver:
                 d = isal_zlib.decompressobj(wbits=31 if enc == "gzip" else 15)
                 try:
                     out = d.decompress(body, limit + 1)
-                except (zlib.error, isal_zlib.error) as e:
+                except (zlib.error, isal_zlib.error) as e:  # type: ignore[misc]  # isal's stubs: not an exception
                     return error(400, code_pb2.INVALID_ARGUMENT, f"invalid {enc} body: {e}", proto)
                 if len(out) > limit or d.unconsumed_tail:
                     return error(413, code_pb2.INVALID_ARGUMENT,
@@ -266,7 +266,7 @@ class OtlpReceiver:
                 if cors.max_age:
                     h["Access-Control-Max-Age"] = str(cors.max_age)
                 return web.Response(status=204, headers=h)
-            resp = await handler(request)
+            resp: web.StreamResponse = await handler(request)
             if origin and allowed(origin):
                 resp.headers["Access-Control-Allow-Origin"] = origin
                 resp.headers["Vary"] = "Origin"
@@ -320,7 +320,7 @@ class OtlpReceiver:
         deadline = getattr(self.settings.host, "shutdown_deadline", None)
         if deadline is None:
             return 5.0
-        return max(0.0, min(5.0, (deadline - time.monotonic()) / 2))
+        return max(0.0, min(5.0, (float(deadline) - time.monotonic()) / 2))
 
     async def shutdown(self) -> None:
         if self._grpc is not None:
