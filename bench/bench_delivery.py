@@ -31,11 +31,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.component import CreateSettings, Factory, Kind, registry  # noqa: E402
-from collector.config import validate  # noqa: E402
-from collector.exporterhelper import BaseExporter, ExporterConfig  # noqa: E402
-from collector.pdata import Batch, Signal  # noqa: E402
-from collector.service import Service  # noqa: E402
+from collector.component import CreateSettings, Factory, Kind, registry
+from collector.config import validate
+from collector.exporterhelper import BaseExporter, ExporterConfig
+from collector.pdata import Batch, Signal
+from collector.service import Service
 
 
 class NullExporter(BaseExporter):

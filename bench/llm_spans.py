@@ -10,12 +10,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 __all__ = ["make_request"]
 
-_WORDS = (
-    "the model answered with a summary of the quarterly report including revenue growth churn and the "
-    "customer feedback about latency pricing support tickets onboarding flows retrieval augmented generation "
-    "embedding vector store chunk overlap temperature top_p system prompt assistant user tool call function "
-    "json schema refusal safety policy translation french german spanish code review python rust sql query"
-).split()
+_WORDS = ["the", "model", "answered", "with", "a", "summary", "of", "the", "quarterly", "report", "including", "revenue", "growth", "churn", "and", "the", "customer", "feedback", "about", "latency", "pricing", "support", "tickets", "onboarding", "flows", "retrieval", "augmented", "generation", "embedding", "vector", "store", "chunk", "overlap", "temperature", "top_p", "system", "prompt", "assistant", "user", "tool", "call", "function", "json", "schema", "refusal", "safety", "policy", "translation", "french", "german", "spanish", "code", "review", "python", "rust", "sql", "query"]
 _MODELS = [("openai", "gpt-4o"), ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-sonnet"),
            ("aws.bedrock", "meta.llama3-70b")]
 

@@ -12,7 +12,6 @@ and safe twice. Consumers have one ``async consume(batch)``.
 from __future__ import annotations
 
 import builtins
-
 import enum
 import importlib
 import logging
@@ -26,14 +25,14 @@ from pydantic import BaseModel
 from collector.pdata import Batch, Signal
 
 __all__ = [
-    "Kind",
-    "ComponentID",
     "Component",
+    "ComponentID",
     "Consumer",
     "CreateSettings",
     "Factory",
-    "registry",
+    "Kind",
     "Registry",
+    "registry",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ class ComponentID:
     name: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "ComponentID":
+    def parse(cls, text: str) -> ComponentID:
         text = str(text).strip()
         typ, _, name = text.partition("/")
         if not typ:

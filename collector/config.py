@@ -24,17 +24,17 @@ from collector.errors import ConfigError
 from collector.pdata import Signal
 
 __all__ = [
-    "Duration",
-    "StrictModel",
-    "load",
-    "load_files",
-    "substitute_env",
-    "merge",
     "CollectorConfig",
+    "Duration",
     "PipelineConfig",
     "ServiceConfig",
-    "parse_duration",
+    "StrictModel",
     "format_validation_error",
+    "load",
+    "load_files",
+    "merge",
+    "parse_duration",
+    "substitute_env",
 ]
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ __all__ = [
     "CollectorError",
     "ConfigError",
     "PermanentError",
-    "RetryableError",
     "RefusedError",
+    "RetryableError",
 ]
 
 

@@ -45,13 +45,13 @@ from collector.pdata import Batch, Signal, to_otlp_json_obj
 from collector.queue import Entry, QueueFullError, SendingQueue
 
 __all__ = [
-    "RetryConfig",
-    "QueueConfig",
-    "QueueBatchConfig",
+    "Backoff",
+    "BaseExporter",
     "DeadLetterConfig",
     "ExporterConfig",
-    "BaseExporter",
-    "Backoff",
+    "QueueBatchConfig",
+    "QueueConfig",
+    "RetryConfig",
 ]
 
 
@@ -259,7 +259,7 @@ class BaseExporter:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
             if entries is None:
                 return
@@ -269,13 +269,13 @@ class BaseExporter:
             except asyncio.CancelledError:
                 q.release(entries)
                 raise
-            except Exception:  # noqa: BLE001 - a consumer must never die
+            except Exception:
                 self.log.exception("unexpected error while exporting; the batch stays queued")
                 q.release(entries)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=1.0)
                     return
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
             if outcome is _Outcome.KEEP:
                 q.release(entries)
@@ -362,7 +362,7 @@ class BaseExporter:
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
                     return _Outcome.KEEP
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 finally:
                     self._retrying -= 1
@@ -405,7 +405,7 @@ class BaseExporter:
             status = "retrying"
         when = None
         if self.last_error_time is not None:
-            when = _dt.datetime.fromtimestamp(self.last_error_time, _dt.timezone.utc).isoformat()
+            when = _dt.datetime.fromtimestamp(self.last_error_time, _dt.UTC).isoformat()
         return {
             "status": status,
             "last_error": self.last_error,

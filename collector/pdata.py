@@ -30,21 +30,21 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 __all__ = [
-    "Signal",
-    "Batch",
-    "Request",
     "REQUEST_TYPES",
     "RESPONSE_TYPES",
-    "count_items",
-    "to_otlp_json",
-    "from_otlp_json",
-    "iter_spans",
-    "iter_log_records",
-    "get_attr",
-    "set_attr",
+    "Batch",
+    "Request",
+    "Signal",
     "anyvalue_to_python",
-    "python_to_anyvalue",
     "attrs_to_dict",
+    "count_items",
+    "from_otlp_json",
+    "get_attr",
+    "iter_log_records",
+    "iter_spans",
+    "python_to_anyvalue",
+    "set_attr",
+    "to_otlp_json",
 ]
 
 Request = Union[ExportTraceServiceRequest, ExportMetricsServiceRequest, ExportLogsServiceRequest]
@@ -97,7 +97,7 @@ def count_items(signal: Signal, request: Any) -> int:
 class Batch:
     """One OTLP export request and its context (signal, client metadata, receive time)."""
 
-    __slots__ = ("signal", "_request", "_raw", "_count", "_wire", "metadata", "received_ns")
+    __slots__ = ("_count", "_raw", "_request", "_wire", "metadata", "received_ns", "signal")
 
     def __init__(
         self,
@@ -119,7 +119,7 @@ class Batch:
         self.received_ns = received_ns if received_ns is not None else time.time_ns()
 
     @classmethod
-    def from_bytes(cls, signal: Signal, raw: bytes, **kw: Any) -> "Batch":
+    def from_bytes(cls, signal: Signal, raw: bytes, **kw: Any) -> Batch:
         """Parse (and so validate) serialised bytes; raises ``google.protobuf.message.DecodeError``."""
         req = REQUEST_TYPES[signal]()
         req.ParseFromString(raw)
@@ -193,7 +193,7 @@ class Batch:
                 self._count = count_items(self.signal, self.request)
         return self._count
 
-    def copy(self) -> "Batch":
+    def copy(self) -> Batch:
         """An independent copy, for fan-out to several pipelines that may each change it."""
         raw = self.to_bytes()
         return Batch(self.signal, None, raw=raw, metadata=self.metadata, received_ns=self.received_ns)

@@ -76,6 +76,7 @@ class Host:
         self.shutdown_deadline: float | None = None
         self.started = False
         self.failed: list[str] = []
+        self.reuse_port = False  # set by collector/workers.py: receivers bind with SO_REUSEPORT
 
     def extension(self, cid: str) -> Any:
         ext = self.extensions.get(cid)
@@ -208,5 +209,5 @@ class Graph:
         for kind, name, comp in reversed(self._ordered()):
             try:
                 await comp.shutdown()
-            except Exception:  # noqa: BLE001 - keep shutting the rest down
+            except Exception:
                 log.exception("%s %s failed to shut down", kind, name)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from collector import telemetry as tm
 from collector.component import Consumer, CreateSettings
 from collector.pdata import Batch
-from collector import telemetry as tm
 
 __all__ = ["SimpleProcessor"]
 

@@ -14,7 +14,7 @@ import grpc
 
 from collector.errors import PermanentError, RetryableError
 
-__all__ = ["RETRYABLE_HTTP", "RETRYABLE_GRPC", "parse_retry_after", "from_http_status", "from_grpc_error"]
+__all__ = ["RETRYABLE_GRPC", "RETRYABLE_HTTP", "from_grpc_error", "from_http_status", "parse_retry_after"]
 
 RETRYABLE_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
 RETRYABLE_GRPC = frozenset({

@@ -522,7 +522,7 @@ class SendingQueue:
     the queue itself removes unsent (``max_age``, ``queue_disk_full``), before it is acknowledged.
     """
 
-    def __init__(self, name: str, config: "QueueConfig", store: SqliteStore | None = None,
+    def __init__(self, name: str, config: QueueConfig, store: SqliteStore | None = None,
                  on_drop: DropHandler | None = None, signals: Sequence[Signal] = ()) -> None:
         self.name = name
         self.config = config
@@ -738,7 +738,7 @@ class SendingQueue:
                         self._data.clear()
                         try:
                             await asyncio.wait_for(self._data.wait(), wait)
-                        except asyncio.TimeoutError:
+                        except TimeoutError:
                             pass
                         if not self._closed:
                             group, size = self._select()

@@ -24,20 +24,20 @@ from collector.pdata import Signal
 
 __all__ = [
     "REGISTRY",
-    "receiver_accepted",
-    "receiver_refused",
-    "exporter_sent",
-    "exporter_send_failed",
-    "exporter_enqueue_failed",
+    "RateLimitedLogger",
     "exporter_dropped",
-    "exporter_rejected",
-    "exporter_queue_size",
+    "exporter_enqueue_failed",
     "exporter_queue_capacity",
+    "exporter_queue_size",
+    "exporter_rejected",
+    "exporter_send_failed",
+    "exporter_sent",
     "processor_incoming",
     "processor_outgoing",
+    "receiver_accepted",
+    "receiver_refused",
     "serve_metrics",
     "setup_logging",
-    "RateLimitedLogger",
 ]
 
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -34,7 +34,7 @@ import yaml
 from collector.component import ComponentID, Kind
 from collector.config import CollectorConfig
 
-__all__ = ["supervise", "WORKER_ENV", "Supervisor"]
+__all__ = ["WORKER_ENV", "Supervisor", "supervise"]
 
 WORKER_ENV = "LLM_COLLECTOR_WORKER"
 log = logging.getLogger("llm_collector.supervisor")
@@ -130,7 +130,7 @@ class Supervisor:
                         w.index, proc.pid, rc, ran, delay)
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _stop_workers(self) -> None:
@@ -312,7 +312,7 @@ async def _run_worker(cfg: CollectorConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     svc = Service(cfg)
-    setattr(svc.graph.host, "reuse_port", True)  # receivers bind with SO_REUSEPORT (receivers/otlp.py)
+    svc.graph.host.reuse_port = True  # receivers bind with SO_REUSEPORT (receivers/otlp.py)
     try:
         await svc.start()
     except Exception as e:  # noqa: BLE001

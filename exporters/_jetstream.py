@@ -16,7 +16,7 @@ from pydantic import Field
 from collector.config import Duration, StrictModel
 from collector.pdata import Signal
 
-__all__ = ["SubjectsConfig", "StreamSettings", "NatsAuthConfig", "connect", "ensure_stream", "METADATA_PREFIX"]
+__all__ = ["METADATA_PREFIX", "NatsAuthConfig", "StreamSettings", "SubjectsConfig", "connect", "ensure_stream"]
 
 METADATA_PREFIX = "Otlp-Md-"
 """Client metadata (``include_metadata``) travels as NATS headers with this prefix."""

@@ -35,7 +35,7 @@ from collector.pdata import REQUEST_TYPES, Batch, Signal, get_attr
 from exporters._hashring import HashRing
 from exporters.otlp import OtlpExporter, OtlpExporterConfig
 
-__all__ = ["LoadBalancingConfig", "LoadBalancingExporter", "split_batch", "routing_keys"]
+__all__ = ["LoadBalancingConfig", "LoadBalancingExporter", "routing_keys", "split_batch"]
 
 # (resource list, scope list, item list) field names per signal
 _FIELDS = {
@@ -80,7 +80,7 @@ class ResolverConfig(StrictModel):
     dns: DnsResolverConfig | None = None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "ResolverConfig":
+    def _exactly_one(self) -> ResolverConfig:
         if (self.static is None) == (self.dns is None):
             raise ValueError("exactly one of static or dns must be configured")
         return self
@@ -100,7 +100,7 @@ class LoadBalancingConfig(StrictModel):
     virtual_nodes: int = Field(default=150, ge=1, le=10000)
 
     @model_validator(mode="after")
-    def _attributes_need_names(self) -> "LoadBalancingConfig":
+    def _attributes_need_names(self) -> LoadBalancingConfig:
         if self.routing_key == "attributes" and not self.routing_attributes:
             raise ValueError("routing_key attributes needs routing_attributes")
         return self
@@ -210,7 +210,7 @@ class _Backend(BaseExporter):
 
     config: OtlpProtocolConfig
 
-    def __init__(self, settings: CreateSettings, config: OtlpProtocolConfig, lb: "LoadBalancingExporter",
+    def __init__(self, settings: CreateSettings, config: OtlpProtocolConfig, lb: LoadBalancingExporter,
                  endpoint: str) -> None:
         super().__init__(settings, config)
         self.lb = lb
@@ -234,7 +234,7 @@ class _Backend(BaseExporter):
             return
         try:
             await self._client.send(batch)
-        except (RetryableError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, RetryableError, OSError):
             if self.lb.report_failure(self.endpoint):
                 await self.lb.reroute(batch, self.endpoint)
                 return
@@ -268,7 +268,7 @@ class LoadBalancingExporter:
         host, _, port = endpoint.rpartition(":")
         try:
             _r, w = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout=timeout)
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, OSError, ValueError):
             return False
         w.close()
         try:
@@ -310,7 +310,7 @@ class LoadBalancingExporter:
     async def _retire(self, b: _Backend) -> None:
         try:
             await b.shutdown()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("backend %s failed to shut down", b.endpoint)
 
     def _sub_settings(self, endpoint: str) -> CreateSettings:
@@ -402,7 +402,7 @@ class LoadBalancingExporter:
         try:
             infos = await asyncio.wait_for(
                 loop.getaddrinfo(dns.hostname, dns.port, type=socket.SOCK_STREAM), timeout=dns.timeout or None)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             self._rl.log(logging.WARNING, "dns", "cannot resolve %s: %s; keeping %d backends",
                          dns.hostname, e, len(self.ring.members))
             return None

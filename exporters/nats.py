@@ -29,7 +29,7 @@ from exporters._jetstream import (
     ensure_stream,
 )
 
-__all__ = ["NatsExporterConfig", "NatsExporter"]
+__all__ = ["NatsExporter", "NatsExporterConfig"]
 
 
 class NatsExporterConfig(ExporterConfig):
@@ -93,7 +93,7 @@ class NatsExporter(BaseExporter):
         try:
             await js.publish(self.config.subjects.for_signal(batch.signal), payload,
                              timeout=self.config.timeout or None, headers=headers)
-        except (NatsError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, NatsError, OSError) as e:
             raise RetryableError(f"JetStream publish failed: {type(e).__name__}: {e}") from None
 
     async def close(self) -> None:

@@ -33,7 +33,7 @@ class BatchConfig(StrictModel):
     metadata_cardinality_limit: int = Field(default=1000, ge=0)
 
     @model_validator(mode="after")
-    def _check(self) -> "BatchConfig":
+    def _check(self) -> BatchConfig:
         if self.send_batch_max_size and self.send_batch_max_size < self.send_batch_size:
             raise ValueError("send_batch_max_size must be greater than or equal to send_batch_size")
         return self

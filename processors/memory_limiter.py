@@ -25,7 +25,7 @@ from collector.config import Duration, StrictModel
 from collector.errors import RefusedError
 from collector.pdata import Batch
 
-__all__ = ["MemoryLimiterConfig", "MemoryLimiter"]
+__all__ = ["MemoryLimiter", "MemoryLimiterConfig"]
 
 _MIB = 1024 * 1024
 
@@ -38,7 +38,7 @@ class MemoryLimiterConfig(StrictModel):
     spike_limit_percentage: int = Field(default=0, ge=0, le=100)
 
     @model_validator(mode="after")
-    def _check(self) -> "MemoryLimiterConfig":
+    def _check(self) -> MemoryLimiterConfig:
         if self.check_interval <= 0:
             raise ValueError("check_interval must be greater than zero")
         if self.limit_mib and self.limit_percentage:

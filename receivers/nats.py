@@ -31,7 +31,7 @@ from exporters._jetstream import (
     ensure_stream,
 )
 
-__all__ = ["NatsReceiverConfig", "NatsReceiver"]
+__all__ = ["NatsReceiver", "NatsReceiverConfig"]
 
 
 class NatsReceiverConfig(StrictModel):
@@ -96,7 +96,7 @@ class NatsReceiver:
                 await self._close_connection()
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 delay = min(delay * 2, 5.0)
                 continue
@@ -113,13 +113,13 @@ class NatsReceiver:
         while not self._stopping.is_set():
             try:
                 msgs = await sub.fetch(c.fetch_batch, timeout=c.fetch_timeout)
-            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 continue
             except Exception as e:  # noqa: BLE001 - disconnected: the client reconnects on its own
                 self._rl.log(logging.WARNING, "fetch", "fetch from %s failed: %s", c.subjects.for_signal(signal), e)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             # each message on its own: one refused or bad message does not hold back the others

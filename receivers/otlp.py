@@ -30,7 +30,7 @@ from collector.config import StrictModel
 from collector.errors import PermanentError, RefusedError
 from collector.pdata import RESPONSE_TYPES, Batch, Signal, from_otlp_json
 
-__all__ = ["OtlpReceiverConfig", "OtlpReceiver"]
+__all__ = ["OtlpReceiver", "OtlpReceiverConfig"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ProtocolsConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _one_protocol(self) -> "ProtocolsConfig":
+    def _one_protocol(self) -> ProtocolsConfig:
         if self.grpc is None and self.http is None:
             raise ValueError("at least one of grpc or http must be enabled")
         return self

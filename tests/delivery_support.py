@@ -31,8 +31,15 @@ from collector.pdata import Batch, Signal
 from collector.protocol_errors import from_grpc_error, from_http_status
 from tests.helpers import free_port
 
-__all__ = ["Action", "OtlpBackend", "OtlpTestExporter", "OtlpTestConfig", "FACTORY", "make_request",
-           "span_ids"]
+__all__ = [
+    "FACTORY",
+    "Action",
+    "OtlpBackend",
+    "OtlpTestConfig",
+    "OtlpTestExporter",
+    "make_request",
+    "span_ids",
+]
 
 _TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -147,7 +154,7 @@ class OtlpBackend:
         await server.stop(0)
         await runner.cleanup()
 
-    def start(self) -> "OtlpBackend":
+    def start(self) -> OtlpBackend:
         def run() -> None:
             self._loop = asyncio.new_event_loop()
             self._loop.run_until_complete(self._main())
@@ -165,10 +172,10 @@ class OtlpBackend:
             self._thread.join(10)
             self._thread = None
 
-    def __enter__(self) -> "OtlpBackend":
+    def __enter__(self) -> OtlpBackend:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def http_endpoint(self) -> str:

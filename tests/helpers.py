@@ -85,7 +85,7 @@ class CollectorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"collector-{id(self)}.log"
 
-    def start(self, timeout: float = 20.0) -> "CollectorProcess":
+    def start(self, timeout: float = 20.0) -> CollectorProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", self.module, "run", "--config", str(self.config_path)],
@@ -145,10 +145,10 @@ class CollectorProcess:
         if hasattr(self, "_log"):
             self._log.close()
 
-    def __enter__(self) -> "CollectorProcess":
+    def __enter__(self) -> CollectorProcess:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
@@ -182,6 +182,13 @@ def spans_of(requests: list[Any]) -> Iterator[Any]:
 
 
 __all__ = [
-    "ROOT", "free_port", "wait_port", "http_get", "CollectorProcess", "read_otlp_jsonl", "wait_for", "spans_of",
     "REQUEST_TYPES",
+    "ROOT",
+    "CollectorProcess",
+    "free_port",
+    "http_get",
+    "read_otlp_jsonl",
+    "spans_of",
+    "wait_for",
+    "wait_port",
 ]

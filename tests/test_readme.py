@@ -19,7 +19,7 @@ def test_reference_is_current() -> None:
 def test_quick_start_and_ci_agree() -> None:
     readme = (ROOT / "README.md").read_text()
     quick = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", quick, re.S)
+    block = re.search(r"```bash\n(.*?)```", quick, re.DOTALL)
     assert block is not None
     commands = [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
     assert len(commands) == 2, commands

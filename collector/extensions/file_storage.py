@@ -17,7 +17,7 @@ from collector.component import CreateSettings, Factory, Kind
 from collector.config import Duration, StrictModel
 from collector.queue import SqliteStore
 
-__all__ = ["FileStorageConfig", "FileStorage"]
+__all__ = ["FileStorage", "FileStorageConfig"]
 
 
 class FileStorageConfig(StrictModel):

@@ -14,7 +14,7 @@ from aiohttp import web
 from collector.component import CreateSettings, Factory, Kind
 from collector.config import StrictModel
 
-__all__ = ["HealthCheckConfig", "HealthCheck"]
+__all__ = ["HealthCheck", "HealthCheckConfig"]
 
 
 class HealthCheckConfig(StrictModel):

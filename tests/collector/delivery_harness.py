@@ -53,13 +53,13 @@ class Harness:
         self.svc: Service | None = None
         self.session: aiohttp.ClientSession | None = None
 
-    async def __aenter__(self) -> "Harness":
+    async def __aenter__(self) -> Harness:
         self.svc = Service(self.config)
         await self.svc.start()
         self.session = aiohttp.ClientSession()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:

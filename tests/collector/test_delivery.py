@@ -353,9 +353,8 @@ async def test_status_endpoint_reports_per_exporter_state(tmp_path: Path) -> Non
         async with h:
             assert (await h.post([1])).status == 200
             await wait_until(lambda: ids_of(1) <= good.received_ids() and bad.attempts, what="attempts")
-            async with aiohttp.ClientSession() as s:
-                async with s.get(f"http://127.0.0.1:{hc}/status") as r:
-                    body = await r.json()
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{hc}/status") as r:
+                body = await r.json()
             bad_st, good_st = body["exporters"]["testotlp/bad"], body["exporters"]["testotlp/good"]
             assert bad_st["status"] == "retrying" and "backend on fire" in bad_st["last_error"]
             assert bad_st["queue_size"] == 1 and bad_st["queue_capacity"] == 1000 and bad_st["last_error_time"]
@@ -541,8 +540,8 @@ async def test_without_queue_a_send_interrupted_by_shutdown_is_refused() -> None
                            retry_on_failure={"initial_interval": "10s"})
         async with Harness({"testotlp/nq": cfg}) as h:
             exp = h.exporter("testotlp/nq")
-            from tests.delivery_support import make_request
             from collector.pdata import Batch, Signal
+            from tests.delivery_support import make_request
 
             task = asyncio.create_task(exp.consume(Batch(Signal.TRACES, make_request([1]))))
             await wait_until(lambda: be.attempts, what="first attempt")

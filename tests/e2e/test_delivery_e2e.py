@@ -48,7 +48,7 @@ def test_sigkill_loses_no_acknowledged_span(tmp_path: Path) -> None:
     """Two exporters on one persistent store (fan-out: one stored copy), the second batching in its queue;
     every third request is over 32 KiB (stored in a blob file, not in SQLite)."""
     up = threading.Event()
-    policy = lambda n: Action() if up.is_set() else Action(503)  # noqa: E731
+    policy = lambda n: Action() if up.is_set() else Action(503)
     with OtlpBackend(policy) as be, OtlpBackend(policy) as be2:
         http_port, grpc_port = free_port(), free_port()
         cfg = _config(be, http_port, grpc_port, tmp_path / "storage")
@@ -141,9 +141,8 @@ def test_overload_refusals_are_retried_by_the_sdk(tmp_path: Path) -> None:
                 tp.add_span_processor(SimpleSpanProcessor(exp))
                 tracer = tp.get_tracer("overload")
                 for j in range(3):
-                    with tracer.start_as_current_span(f"chat {k}.{j}") as span:
-                        with lock:
-                            sent.append(span.get_span_context().span_id.to_bytes(8, "big"))
+                    with tracer.start_as_current_span(f"chat {k}.{j}") as span, lock:
+                        sent.append(span.get_span_context().span_id.to_bytes(8, "big"))
                 tp.shutdown()
 
             threads = [threading.Thread(target=app, args=(k,)) for k in range(4)]
