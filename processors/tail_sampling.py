@@ -244,8 +244,8 @@ class _Held:
         self.seq = seq
         self.arrival_ns = arrival_ns
         # per scope: (scope ordinal, {trace_id: [span index, ...]}, the scope's first span in the request's
-        # TraceWire)
-        self.groups: list[tuple[int, dict[bytes, list[int]], int]] = []
+        # TraceWire, the resource's values of the policies' keys, the scope's span fields)
+        self.groups: list[tuple[int, dict[bytes, list[int]], int, dict[str, Any] | None, _Fields]] = []
         # (scope ordinal, span index) -> {key: value} of the policies' keys, for the spans that have any
         self.captured: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -345,6 +345,22 @@ class Trace:
         return [r for _h, r, _f, _o, _i in self.frags if r]
 
 
+def _single_trace(entry: _Held, single: tuple[bytes, int, int]) -> Trace:
+    """The Trace of a span held alone (its trace has no other span held)."""
+    tid, k, i = single
+    ordinal, _groups, _first, rvals, fl = entry.groups[k]
+    return Trace(tid, (entry, rvals, fl, ordinal, [i]))
+
+
+def _as_trace(tid: bytes, entry: _Held) -> Trace:
+    """A Trace of the spans of ``tid`` held in ``entry`` (in the first scope that has it)."""
+    for ordinal, groups, _first, rvals, fl in entry.groups:
+        idx = groups.get(tid)
+        if idx is not None:
+            return Trace(tid, (entry, rvals, fl, ordinal, idx))
+    raise KeyError(tid)
+
+
 def _pv(v: Any) -> Any:
     """A Python value from an AnyValue (bytes / own-index paths) or as it is (genai's values path)."""
     return genai.value_of(v) if isinstance(v, AnyValue) else v
@@ -379,6 +395,12 @@ class _Policy:
     def evaluate(self, t: Trace, keys: frozenset[str]) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
+                        keys: frozenset[str]) -> list[bool]:
+        """:meth:`sampled_many` for traces of one span each, all in ``entry``: (trace id, scope position in
+        ``entry.groups``, span index). Policies that read such spans directly override it."""
+        return self.sampled_many([_single_trace(entry, s) for s in singles], keys)
+
     def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
         """Per trace, does this policy sample it (evaluated in order, as one by one)."""
         out = []
@@ -394,6 +416,10 @@ class _Always(_Policy):
 
     def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
         return [True] * len(traces)
+
+    def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
+                        keys: frozenset[str]) -> list[bool]:
+        return [True] * len(singles)
 
 
 class _StatusCode(_Policy):
@@ -423,6 +449,12 @@ class _StatusCode(_Policy):
             else:
                 out.append(self.evaluate(t, keys) == SAMPLED)
         return out
+
+    def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
+                        keys: frozenset[str]) -> list[bool]:
+        codes = self.codes
+        groups = entry.groups
+        return [groups[k][4].codes[i] in codes for _t, k, i in singles]  # type: ignore[index]
 
 
 class _Latency(_Policy):
@@ -531,6 +563,15 @@ class _Probabilistic(_Policy):
         th = self.threshold
         return [hashes[t] <= th for t in tids]
 
+    def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
+                        keys: frozenset[str]) -> list[bool]:
+        hashes = self.hashes
+        tids = [t for t, _k, _i in singles]
+        if not all(t in hashes for t in tids):
+            hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
+        th = self.threshold
+        return [hashes[t] <= th for t in tids]
+
 
 class _RateLimiting(_Policy):
     def __init__(self, c: RateLimitingCfg, clock: Callable[[], float] = time.time) -> None:
@@ -593,6 +634,12 @@ class _BudgetExceeded(_Policy):
     def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
         # traces none of whose held requests has a value of the policies' keys are not sampled here
         return [any(f[0].captured for f in t.frags) and self.evaluate(t, keys) == SAMPLED for t in traces]
+
+    def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
+                        keys: frozenset[str]) -> list[bool]:
+        if not entry.captured:
+            return [False] * len(singles)
+        return super().sampled_singles(entry, singles, keys)
 
 
 class _TenantRate(_Policy):
@@ -797,7 +844,7 @@ class TailSampler:
             todo.extend(pol.children())
         self._reads = frozenset(reads)
         self._invert = any(_has_invert(p) for p in config.policies)
-        self.pending: dict[bytes, Trace] = {}
+        self.pending: dict[bytes, Trace | _Held] = {}  # a held request: the trace's one span is there
         self._cache_size = max(config.num_traces, config.decision_cache.sampled_cache_size
                                + config.decision_cache.non_sampled_cache_size)
         self.decided = _DecisionCache(self._cache_size)
@@ -923,6 +970,7 @@ class TailSampler:
         captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
         status, times = "status" in self._reads, "times" in self._reads
+        single = not self._invert
         new = False
         ordinal = 0
         for rs in lean.resource_spans:
@@ -958,15 +1006,21 @@ class TailSampler:
                             d = {k: own[k] for k in keys if k in own}
                             if d:
                                 captured[(ordinal, i)] = d
-                entry.groups.append((ordinal, groups, first))
+                entry.groups.append((ordinal, groups, first, rvals, fl))
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
                         if tid in dnew or tid in dold:
                             continue  # decided: its spans follow that decision
-                        pending[tid] = Trace(tid, (entry, rvals, fl, ordinal, idx))
-                    else:
+                        if single and len(idx) == 1:
+                            pending[tid] = entry  # one span, held here: no Trace unless another comes
+                        else:
+                            pending[tid] = Trace(tid, (entry, rvals, fl, ordinal, idx))
+                    elif type(tr) is _Held:  # a second fragment of a trace held alone so far
+                        tr = pending[tid] = _as_trace(tid, tr)
                         tr.frags.append((entry, rvals, fl, ordinal, idx))
+                    else:
+                        tr.frags.append((entry, rvals, fl, ordinal, idx))  # type: ignore[union-attr]
                     new = True
                 ordinal += 1
         if new:
@@ -997,11 +1051,24 @@ class TailSampler:
             sampled = sampled or hit
         return sampled and not inverted_drop
 
-    def _decide_entry(self, entry: _Held) -> list[Trace]:
+    def _decide_entry(self, entry: _Held) -> list[bytes]:
+        """Decide the traces of ``entry`` still pending; their ids."""
         pending, decided = self.pending, self.decided
-        due = [pending.pop(tid) for _o, groups, _f in entry.groups for tid in groups if tid in pending]
-        if due:
-            tids = [t.tid for t in due]
+        due: list[Trace] = []
+        singles: list[tuple[bytes, int, int]] = []
+        for k, (_o, groups, _f, _r, _fl) in enumerate(entry.groups):
+            for tid, idx in groups.items():
+                ref = pending.get(tid)
+                if ref is entry:
+                    singles.append((tid, k, idx[0]))
+                elif type(ref) is Trace:
+                    due.append(ref)
+                    del pending[tid]
+        for tid, _k, _i in singles:
+            del pending[tid]
+        tids = [t.tid for t in due]
+        tids += [t for t, _k, _i in singles]
+        if tids:
             policies = self.policies
             for p in policies:
                 p.prepare(tids)
@@ -1010,27 +1077,40 @@ class TailSampler:
             out: dict[bytes, bool] = {}
             if self._invert:
                 decide = self.decide
-                for tr in due:
+                for tr in due + [_single_trace(entry, s) for s in singles]:
                     out[tr.tid] = decide(tr, evaluated, hits)
             else:
                 # the first policy that samples a trace decides it: each policy in turn over the traces the
-                # earlier ones left (the same evaluations, in the same order, as trace by trace)
+                # earlier ones left (the same evaluations, in the same order, as trace by trace); traces of one
+                # span held here are read straight from the request's fields
                 keys = self.keys
-                left = due
+                left, left_s = due, singles
                 for n, p in enumerate(policies):
-                    evaluated[n] = len(left)
-                    if not left:
-                        continue
-                    rest = []
-                    for tr, hit in zip(left, p.sampled_many(left, keys)):
-                        if hit:
-                            out[tr.tid] = True
-                        else:
-                            rest.append(tr)
-                    hits[n] = len(left) - len(rest)
-                    left = rest
+                    evaluated[n] = len(left) + len(left_s)
+                    got = 0
+                    if left:
+                        rest = []
+                        for tr, hit in zip(left, p.sampled_many(left, keys)):
+                            if hit:
+                                out[tr.tid] = True
+                            else:
+                                rest.append(tr)
+                        got += len(left) - len(rest)
+                        left = rest
+                    if left_s:
+                        rest_s = []
+                        for sg, hit in zip(left_s, p.sampled_singles(entry, left_s, keys)):
+                            if hit:
+                                out[sg[0]] = True
+                            else:
+                                rest_s.append(sg)
+                        got += len(left_s) - len(rest_s)
+                        left_s = rest_s
+                    hits[n] = got
                 for tr in left:
                     out[tr.tid] = False
+                for sg in left_s:
+                    out[sg[0]] = False
             decided.update(out)
             for n, p in enumerate(policies):
                 if hits[n]:
@@ -1038,7 +1118,7 @@ class TailSampler:
                 if evaluated[n] - hits[n]:
                     self._counters[(p.name, "false")].inc(evaluated[n] - hits[n])
         self._mem.set(len(pending))
-        return due
+        return tids
 
     def _apply(self, entry: _Held) -> None:
         """Cut the spans of the entry's traces that are not sampled (undecided counts as not) out of its
@@ -1046,7 +1126,7 @@ class TailSampler:
         dnew, dold = self.decided.new, self.decided.old
         tw = entry.batch.wire()
         dropped = False
-        for _o, groups, first in entry.groups:
+        for _o, groups, first, _r, _fl in entry.groups:
             for tid, idx in groups.items():
                 v = dnew.get(tid)
                 if not (v if v is not None else dold.get(tid, False)):
@@ -1063,7 +1143,7 @@ class TailSampler:
         self._apply(entry)
         if self._store is not None and due:
             decided = self.decided
-            self._store.put_decisions([(t.tid, int(bool(decided.get(t.tid, False)))) for t in due], self._cache_size)
+            self._store.put_decisions([(t, int(bool(decided.get(t, False)))) for t in due], self._cache_size)
         await self._forward(entry.batch)
         if self._store is not None:
             self._store.delete(entry.seq)

@@ -356,3 +356,22 @@ def test_decision_cache_keeps_the_newest() -> None:
     assert 5 <= len(c) <= 10
     assert c.get(bytes([99])) is False and c.get(bytes([98])) is True and bytes([98]) in c
     assert bytes([0]) not in c and c.get(bytes([0])) is None and c.get(bytes([0]), False) is False
+
+
+async def test_traces_across_scopes_requests_and_policies_without_a_fast_path() -> None:
+    """A trace held as one span goes on as a whole trace when more of its spans come: in another scope of the
+    same request, or in a later request; policies without a one-span shortcut (latency, and) see the same."""
+    a, b, c, d = trace_ids(4, seed=21)
+    req = pb_batch([{"trace_id": a}, {"trace_id": b}]).request
+    extra = pb_batch([{"trace_id": a, "status": 2}, {"trace_id": c}]).request
+    req.resource_spans[0].scope_spans.append(extra.resource_spans[0].scope_spans[0])  # a second scope
+    cfg = {"decision_wait": 0.05, "policies": [
+        {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "slow", "type": "and", "and": {"and_sub_policy": [
+            {"name": "l", "type": "latency", "latency": {"threshold_ms": 5000}},
+            {"name": "all", "type": "always_sample"}]}}]}
+    late = pb_batch([{"trace_id": d, "start": 0, "end": 6_000_000_000}, {"trace_id": b}])
+    sink, ts = await _run_tail(cfg, [Batch(Signal.TRACES, req), pb_batch([{"trace_id": d}]), late])
+    got = sorted(s.trace_id for s in sink.spans())
+    assert got == sorted([a, a, d, d]), got  # a: error in its second scope; d: 6 s across two requests
+    assert not ts.pending
