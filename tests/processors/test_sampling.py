@@ -365,7 +365,7 @@ async def test_traces_across_scopes_requests_and_policies_without_a_fast_path() 
     req = pb_batch([{"trace_id": a}, {"trace_id": b}]).request
     extra = pb_batch([{"trace_id": a, "status": 2}, {"trace_id": c}]).request
     req.resource_spans[0].scope_spans.append(extra.resource_spans[0].scope_spans[0])  # a second scope
-    cfg = {"decision_wait": 0.05, "policies": [
+    cfg = {"decision_wait": 1, "policies": [  # long enough for all three requests, however slow the machine
         {"name": "err", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
         {"name": "slow", "type": "and", "and": {"and_sub_policy": [
             {"name": "l", "type": "latency", "latency": {"threshold_ms": 5000}},
