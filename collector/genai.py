@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector.pdata import anyvalue_to_python, python_to_anyvalue
-from collector.wire import iter_fields, read_varint, varint
+from collector.wire import encode_attribute, iter_fields, read_varint, varint
 
 __all__ = [
     "BUDGET",
@@ -582,11 +582,14 @@ _VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
 WIRE_VALUES = os.environ.get("LLM_COLLECTOR_WIRE_VALUES", "1") != "0"
 
 
-def key_patterns() -> list[bytes]:
-    """Hyperscan expressions for the wire encoding of each indexed key, id = position in ``_KEY_LIST``."""
+def key_patterns(keys: tuple[str, ...] = _KEY_LIST) -> list[bytes]:
+    """Hyperscan expressions for the wire encoding of each key as a span attribute, id = position in
+    ``keys``."""
     out = []
-    for k in _KEY_LIST:
+    for k in keys:
         kb = k.encode()
+        if len(kb) >= 0x80:
+            raise ValueError(f"attribute key too long for the wire path: {k[:40]}...")
         esc = b"".join(b"\\x%02x" % c for c in kb)
         # one of the span's own attributes (Span field 9: tag 0x4a, then the KeyValue's length in 1 or 2
         # bytes), checked by Hyperscan rather than in Python per hit (event / link / kvlist keys do not match)
@@ -594,13 +597,27 @@ def key_patterns() -> list[bytes]:
     return out
 
 
+def _keys_db(keys: tuple[str, ...]) -> Any:
+    """One Hyperscan database of :func:`key_patterns` of ``keys``."""
+    pats = key_patterns(keys)
+    db = _hs.Database()
+    db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
+    return db
+
+
+def _scan_hits(db: Any, data: bytes) -> list[int]:
+    """Every match of a :func:`_keys_db` in ``data``, each as ``end offset << 10 | key id``, sorted."""
+    hits: list[int] = []
+    add = hits.append
+    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
+    hits.sort()
+    return hits
+
+
 def _key_db() -> Any:
     global _KEY_DB
     if _KEY_DB is None and _hs is not None:
-        pats = key_patterns()
-        db = _hs.Database()
-        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
-        _KEY_DB = db
+        _KEY_DB = _keys_db(_KEY_LIST)
     return _KEY_DB
 
 
@@ -667,13 +684,7 @@ def key_hits(data: bytes) -> list[int] | None:
     """Every indexed-key encoding in ``data``, each as ``end offset << 10 | key id``, sorted; None without
     Hyperscan."""
     db = _key_db()
-    if db is None:
-        return None
-    hits: list[int] = []
-    add = hits.append
-    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
-    hits.sort()
-    return hits
+    return None if db is None else _scan_hits(db, data)
 
 
 def store_wire_values(request: Any, data: bytes, hits: list[int],
@@ -1027,8 +1038,8 @@ __all__ += ["model_parameters"]
 # --- values of a TraceWire (collector/wire.py) --------------------------------------------------------------
 # The wire path of the processors: the keys they read or write are declared up front (:func:`want`), so one
 # Hyperscan scan of the serialised request finds just those (a scan for every known key costs twice as much,
-# most of it in Python callbacks for keys nobody reads). Per span, the values of the wanted keys it has, and
-# where each of them is in the bytes (to cut it out when a processor replaces it).
+# most of it in Python callbacks for keys nobody reads). Per span, the values of the wanted keys it has; where
+# one of them is in the bytes is found when a processor replaces it (to cut it out).
 _WANTED: set[str] = set()
 _WANTED_LIST: tuple[str, ...] = ()
 _WANTED_DB: Any = None
@@ -1061,29 +1072,8 @@ def wanted(key: str) -> bool:
 def _wanted_db() -> Any:
     global _WANTED_DB
     if _WANTED_DB is None and _hs is not None and _WANTED_LIST:
-        pats = []
-        for k in _WANTED_LIST:
-            kb = k.encode()
-            if len(kb) >= 0x80:
-                raise ValueError(f"attribute key too long for the wire path: {k[:40]}...")
-            esc = b"".join(b"\\x%02x" % c for c in kb)
-            # Span field 9 (tag 0x4a), the KeyValue's length (1-3 bytes), its key field, the value's tag
-            pats.append(b"\\x4a[\\x80-\\xff]?[\\x00-\\x7f]\\x0a\\x%02x" % len(kb) + esc + b"\\x12")
-        db = _hs.Database()
-        db.compile(expressions=pats, ids=list(range(len(pats))), elements=len(pats), flags=[0] * len(pats))
-        _WANTED_DB = db
+        _WANTED_DB = _keys_db(_WANTED_LIST)
     return _WANTED_DB
-
-
-def _wanted_hits(data: bytes) -> list[int]:
-    db = _wanted_db()
-    hits: list[int] = []
-    if db is None:
-        return hits
-    add = hits.append
-    db.scan(data, match_event_handler=lambda i, _f, t, _fl, _c: add(t << 10 | i))
-    hits.sort()
-    return hits
 
 
 def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
@@ -1129,7 +1119,7 @@ def wire_values(tw: Any) -> list[dict[str, Any]]:
     _o, s, e = spans[0]
     d = per[0]
     unpack_d = _unpack_d
-    for h in _wanted_hits(data):
+    for h in _scan_hits(_wanted_db(), data):
         t = h >> 10  # the AnyValue's length prefix
         while t > e and j + 1 < n:
             j += 1
@@ -1172,9 +1162,6 @@ def wire_values(tw: Any) -> list[dict[str, Any]]:
     return per
 
 
-_ATTR_HEAD: dict[str, bytes] = {}
-
-
 def _own_range(tw: Any, i: int, key: str) -> tuple[int, int] | None:
     """Where span ``i``'s own attribute ``key`` is in ``tw.data`` (a walk over the span: writers that
     replace an attribute the span came with need it, which is rare)."""
@@ -1198,20 +1185,25 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
         rg = _own_range(tw, i, key)
         if rg is not None:
             tw.cut_range(i, rg[0], rg[1])
-    if type(value) is float:
-        head = _ATTR_HEAD.get(key)
-        if head is None:
-            head = _ATTR_HEAD[key] = double_head(key)
-        enc = head + _pack_d(value)
-    else:
-        from collector.wire import encode_attribute
-
-        enc = encode_attribute(key, value)
-    if ex is None:
-        tw.extra[i] = {key: enc}
-    else:
-        ex[key] = enc
+    tw.append_attribute(i, key, double_head(key) + _pack_d(value) if type(value) is float
+                        else encode_attribute(key, value))
     vals[key] = value
 
 
-__all__ += ["double_head", "want", "want_fields", "wanted", "wire_put", "wire_values"]
+def wire_append(tw: Any, i: int, attrs: tuple[tuple[str, Any, bytes], ...]) -> bool:
+    """Append attributes, given as (key, value, encoding), to span ``i`` of ``tw`` in one step, when the span
+    has none of them yet (neither its own nor appended); False, with nothing done, when it has one (then
+    :func:`wire_put` them one by one). The hot path of the writers: no upsert per attribute."""
+    if i in tw.extra:
+        return False
+    vals = tw.values[i]
+    for k, _v, _e in attrs:
+        if k in vals:
+            return False
+    tw.extra[i] = {k: e for k, _v, e in attrs}
+    for k, v, _e in attrs:
+        vals[k] = v
+    return True
+
+
+__all__ += ["double_head", "want", "want_fields", "wanted", "wire_append", "wire_put", "wire_values"]

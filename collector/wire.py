@@ -157,13 +157,13 @@ class TraceWire:
     """The layout of one serialised ``ExportTraceServiceRequest`` and the edits made to its spans.
 
     ``spans[i]`` is ``(field start, body start, body end)`` of span ``i`` in ``data``. Edits: attributes
-    appended (``extra``), byte ranges cut out of a span (``cut``, e.g. an attribute being replaced), a span's
-    body replaced as a whole (``body``), spans dropped (``dropped``). ``values`` is filled by
+    appended (``extra``), byte ranges cut out of a span (``cut``, e.g. an attribute being replaced), spans
+    dropped (``dropped``), Resources replaced (``res_body``). ``values`` is filled by
     ``collector.genai.wire_values``: per span, the Python values of the attribute keys the processors asked
     for; ``ranges`` caches where some of those attributes are in ``data`` (for writers replacing them)."""
 
-    __slots__ = ("_head", "_lean", "_resources", "_spans", "body", "cut", "data", "dropped", "extra", "ranges",
-                 "res_body", "values")
+    __slots__ = ("_head", "_lean", "_resources", "_spans", "cut", "data", "dropped", "extra", "ranges", "res_body",
+                 "values")
 
     def __init__(self, data: bytes, lazy: bool = False) -> None:
         self.data = data
@@ -175,7 +175,6 @@ class TraceWire:
         self._spans: list[tuple[int, int, int]] | None = None
         self.extra: dict[int, dict[str, bytes]] = {}
         self.cut: dict[int, list[tuple[int, int]]] = {}
-        self.body: dict[int, bytes] = {}
         self.dropped: set[int] = set()
         self.res_body: dict[int, bytes] = {}
         self.values: list[dict[str, Any]] | None = None
@@ -247,7 +246,7 @@ class TraceWire:
 
     @property
     def dirty(self) -> bool:
-        return bool(self.extra or self.cut or self.body or self.dropped or self.res_body)
+        return bool(self.extra or self.cut or self.dropped or self.res_body)
 
     def span_count(self) -> int:
         """Spans after the edits (dropped ones not counted)."""
@@ -255,11 +254,8 @@ class TraceWire:
 
     def span_bytes(self, i: int) -> bytes:
         """The serialised Span ``i`` with its edits."""
-        body = self.body.get(i)
-        if body is not None:
-            return body
         _o, s, e = self.spans[i]
-        return b"".join(self._pieces(i, s, e))
+        return b"".join(self._pieces(i, s, e, memoryview(self.data)))
 
     def lean(self) -> Any:
         """The request parsed as ``LeanTraces``: per span only trace_id, span_id, times and status (the rest
@@ -279,28 +275,26 @@ class TraceWire:
 
         body = self.res_body.get(r)
         if body is None:
-            b = self.data
-            body = b""
-            for s, e in self.resources[r][0]:
-                if b[s] == 0x0A:
-                    _ln, vs = read_varint(b, s + 1)
-                    body = b[vs:e]
+            rr = self._resource_range(r)
+            body = self.data[rr[0]:rr[1]] if rr is not None else b""
         return Resource.FromString(body)
+
+    def _resource_range(self, r: int) -> tuple[int, int] | None:
+        """The byte range of resource_spans ``r``'s Resource message in ``data`` (None without one)."""
+        b = self.data
+        rr = None
+        for s, e in self.resources[r][0]:
+            if b[s] == 0x0A:
+                _ln, vs = read_varint(b, s + 1)
+                rr = (vs, e)
+        return rr
 
     def item_layout(self) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]]:
         """Per resource_spans, the byte range of its Resource (None without one) and of each span's body:
         the form of ``collector.genai.wire_layout``."""
-        b = self.data
         spans = self.spans
-        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
-        for others, scopes in self.resources:
-            rr = None
-            for s, e in others:
-                if b[s] == 0x0A:
-                    _ln, vs = read_varint(b, s + 1)
-                    rr = (vs, e)
-            out.append((rr, [(s, e) for _sc, first, n in scopes for _o, s, e in spans[first:first + n]]))
-        return out
+        return [(self._resource_range(r), [(s, e) for _sc, first, n in scopes for _o, s, e in spans[first:first + n]])
+                for r, (_others, scopes) in enumerate(self.resources)]
 
     # -- editing --------------------------------------------------------------------------------------------
     def append_attribute(self, i: int, key: str, encoded: bytes) -> None:
@@ -317,12 +311,6 @@ class TraceWire:
         """Leave ``data[start:end]`` (inside span ``i``'s body) out of the span."""
         self.cut.setdefault(i, []).append((start, end))
 
-    def replace_span(self, i: int, body: bytes) -> None:
-        """Replace span ``i`` with another serialised Span (earlier edits of it are dropped)."""
-        self.body[i] = body
-        self.extra.pop(i, None)
-        self.cut.pop(i, None)
-
     def drop(self, i: int) -> None:
         self.dropped.add(i)
 
@@ -331,9 +319,9 @@ class TraceWire:
         self.res_body[r] = body
 
     # -- writing --------------------------------------------------------------------------------------------
-    def _pieces(self, i: int, s: int, e: int) -> list[Any]:
-        """Span ``i``'s body with its cuts and appended attributes, as pieces (views into ``data``)."""
-        mv = memoryview(self.data)
+    def _pieces(self, i: int, s: int, e: int, mv: memoryview) -> list[Any]:
+        """Span ``i``'s body (``mv[s:e]``, ``mv`` a view of ``data``) with its cuts and appended attributes,
+        as pieces."""
         cuts = self.cut.get(i)
         if cuts:
             out: list[Any] = []
@@ -360,9 +348,9 @@ class TraceWire:
         mv = memoryview(self.data)
         b = self.data
         spans = self.spans
-        extra, cut, body, dropped, res_body = self.extra, self.cut, self.body, self.dropped, self.res_body
+        extra, cut, dropped, res_body = self.extra, self.cut, self.dropped, self.res_body
         vi = varint
-        simple = not (cut or body or dropped)
+        simple = not (cut or dropped)
         hdr = _SPAN_HEADERS
         out: list[Any] = [mv[s:e] for s, e in self._head or ()]
         for r, (others, scopes) in enumerate(self.resources):
@@ -409,7 +397,7 @@ class TraceWire:
                 kept = 0
                 for i in range(first, first + n):
                     o, s, e = spans[i]
-                    if i not in extra and i not in dropped and i not in cut and i not in body:
+                    if i not in extra and i not in dropped and i not in cut:
                         kept += 1
                         if run >= 0 and o != run_end:  # something else between the two spans
                             parts.append(mv[run:run_end])
@@ -426,27 +414,11 @@ class TraceWire:
                     if i in dropped:
                         continue
                     kept += 1
-                    nb = body.get(i)
-                    if nb is not None:
-                        ln = len(nb)
-                        hd = b"\x12" + vi(ln)
-                        parts.append(hd)
-                        parts.append(nb)
-                    else:
-                        ex = extra.get(i)
-                        if ex is not None and i not in cut:  # the common edit: attributes appended
-                            vals = ex.values()
-                            ln = e - s + sum(map(len, vals))
-                            hd = b"\x12" + vi(ln)
-                            parts.append(hd)
-                            parts.append(mv[s:e])
-                            parts.extend(vals)
-                        else:
-                            pcs = self._pieces(i, s, e)
-                            ln = sum(map(len, pcs))
-                            hd = b"\x12" + vi(ln)
-                            parts.append(hd)
-                            parts.extend(pcs)
+                    pcs = self._pieces(i, s, e, mv)
+                    ln = sum(map(len, pcs))
+                    hd = hdr.get(ln) or _span_header(ln)
+                    parts.append(hd)
+                    parts.extend(pcs)
                     sc_len += len(hd) + ln
                 if run >= 0:
                     parts.append(mv[run:run_end])

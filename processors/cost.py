@@ -297,7 +297,7 @@ class CostProcessor(SimpleProcessor):
         w_unknown = _W["cost_unknown_model"]
         changed = False
         unknown: dict[str, int] = {}
-        extra = tw.extra
+        append = genai.wire_append
         h_cost, h_in, h_out = (genai.double_head(k) for k in (w_cost, w_in, w_out))
         pack = _pack_d
         read_fields = self._fields
@@ -339,10 +339,7 @@ class CostProcessor(SimpleProcessor):
                     if req_model is not None and str(req_model) != model:
                         found = lookup(str(req_model))
                 if found is None:
-                    if i not in extra and w_unknown not in v:
-                        extra[i] = {w_unknown: _UNKNOWN_TRUE}
-                        v[w_unknown] = True
-                    else:
+                    if not append(tw, i, ((w_unknown, True, _UNKNOWN_TRUE),)):
                         put(tw, i, w_unknown, True)
                     changed = True
                     unknown[model] = unknown.get(model, 0) + 1
@@ -358,13 +355,10 @@ class CostProcessor(SimpleProcessor):
                     price = found[0]
                     ci = (inp or 0) * price.input
                     co = (out or 0) * price.output
-                    if i not in extra and w_cost not in v and w_in not in v and w_out not in v:
-                        # three new attributes: encoded here, without the general upsert
-                        extra[i] = {w_cost: h_cost + pack(ci + co), w_in: h_in + pack(ci), w_out: h_out + pack(co)}
-                        v[w_cost] = ci + co
-                        v[w_in] = ci
-                        v[w_out] = co
-                        continue
+                    tot = ci + co
+                    if append(tw, i, ((w_cost, tot, h_cost + pack(tot)), (w_in, ci, h_in + pack(ci)),
+                                      (w_out, co, h_out + pack(co)))):
+                        continue  # three new attributes, encoded here, without the upsert of each
                     put(tw, i, w_cost, ci + co)
                     put(tw, i, w_in, ci)
                     put(tw, i, w_out, co)
