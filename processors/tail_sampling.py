@@ -275,10 +275,7 @@ class _DecisionCache:
         self.old: dict[bytes, bool] = {}
 
     def __setitem__(self, tid: bytes, sampled: bool) -> None:
-        new = self.new
-        new[tid] = sampled
-        if len(new) >= self.size // 2:
-            self.old, self.new = new, {}
+        self.update({tid: sampled})
 
     def get(self, tid: bytes, default: bool | None = None) -> bool | None:
         v = self.new.get(tid)
@@ -438,18 +435,6 @@ class _StatusCode(_Policy):
                     return SAMPLED
         return NOT_SAMPLED
 
-    def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
-        codes = self.codes
-        out = []
-        for t in traces:
-            frags = t.frags
-            if len(frags) == 1 and len(frags[0][4]) == 1:  # one span (most LLM traces reach us so)
-                f = frags[0]
-                out.append(f[2].codes[f[4][0]] in codes)  # type: ignore[index]
-            else:
-                out.append(self.evaluate(t, keys) == SAMPLED)
-        return out
-
     def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
                         keys: frozenset[str]) -> list[bool]:
         codes = self.codes
@@ -556,17 +541,14 @@ class _Probabilistic(_Policy):
         return SAMPLED if h <= self.threshold else NOT_SAMPLED
 
     def sampled_many(self, traces: list[Trace], keys: frozenset[str]) -> list[bool]:
-        hashes = self.hashes
-        tids = [t.tid for t in traces]
-        if not all(t in hashes for t in tids):
-            hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
-        th = self.threshold
-        return [hashes[t] <= th for t in tids]
+        return self._sampled([t.tid for t in traces])
 
     def sampled_singles(self, entry: _Held, singles: list[tuple[bytes, int, int]],
                         keys: frozenset[str]) -> list[bool]:
+        return self._sampled([t for t, _k, _i in singles])
+
+    def _sampled(self, tids: list[bytes]) -> list[bool]:
         hashes = self.hashes
-        tids = [t for t, _k, _i in singles]
         if not all(t in hashes for t in tids):
             hashes = dict(zip(tids, fnv64a_many(tids, self.state)))
         th = self.threshold
@@ -970,7 +952,6 @@ class TailSampler:
         captured = entry.captured
         key1 = next(iter(keys)) if len(keys) == 1 else None
         status, times = "status" in self._reads, "times" in self._reads
-        single = not self._invert
         new = False
         ordinal = 0
         for rs in lean.resource_spans:
@@ -978,7 +959,6 @@ class TailSampler:
             if keys:
                 rvals = {kv.key: genai.value_of(kv.value) for kv in rs.resource.attributes if kv.key in keys}
             for ss in rs.scope_spans:
-                groups: dict[bytes, list[int]] = {}
                 spans = ss.spans
                 first = scopes[ordinal][1]
                 if len(spans) != scopes[ordinal][2]:
@@ -987,7 +967,7 @@ class TailSampler:
                              [sp.start_time_unix_nano for sp in spans] if times else None,
                              [sp.end_time_unix_nano for sp in spans] if times else None)
                 tids = [sp.trace_id for sp in spans]
-                groups = {tid: [i] for i, tid in enumerate(tids)}
+                groups: dict[bytes, list[int]] = {tid: [i] for i, tid in enumerate(tids)}
                 if len(groups) != len(tids):  # a trace with several spans in the scope
                     groups = {}
                     for i, tid in enumerate(tids):
@@ -1012,7 +992,7 @@ class TailSampler:
                     if tr is None:
                         if tid in dnew or tid in dold:
                             continue  # decided: its spans follow that decision
-                        if single and len(idx) == 1:
+                        if len(idx) == 1:
                             pending[tid] = entry  # one span, held here: no Trace unless another comes
                         else:
                             pending[tid] = Trace(tid, (entry, rvals, fl, ordinal, idx))
@@ -1029,16 +1009,9 @@ class TailSampler:
         return entry, new
 
     def decide(self, tr: Trace, evaluated: list[int] | None = None, hits: list[int] | None = None) -> bool:
-        """Evaluate the policies for one trace (counting into ``evaluated`` / ``hits`` per policy)."""
+        """Evaluate every policy for one trace (counting into ``evaluated`` / ``hits`` per policy), as the
+        Collector does when a policy inverts its match: sampled when one samples and no inverted one drops."""
         keys = self.keys
-        if not self._invert:
-            for n, p in enumerate(self.policies):
-                d = p.evaluate(tr, keys)
-                if d == SAMPLED or d == INVERT_SAMPLED:
-                    if hits is not None:
-                        hits[n] += 1
-                    return True
-            return False
         sampled = inverted_drop = False
         for n, p in enumerate(self.policies):
             d = p.evaluate(tr, keys)
