@@ -20,7 +20,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,14 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-TRACES_SVC = "opentelemetry.proto.collector.trace.v1.TraceService"
-EXPORT = f"/{TRACES_SVC}/Export"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bench.bench_passthrough import EXPORT, TRACES_SVC, free_port
 
 
 def make_request(spans: int) -> bytes:

@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.pdata import anyvalue_to_python, python_to_anyvalue
+from collector.pdata import anyvalue_to_python, python_to_anyvalue, set_attr
 from collector.wire import encode_attribute, iter_fields, read_varint, varint
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "REDACTION",
     "WRITE",
     "LLMCall",
+    "as_bool",
     "as_number",
     "content_keys",
     "defer_wire_values",
@@ -240,6 +241,17 @@ def as_number(v: Any) -> float | None:
         return None
 
 
+def as_bool(v: Any) -> bool:
+    """A flag from an attribute value: a bool, a number (not 0) or ``true`` / ``1`` / ``yes``."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes")
+    if isinstance(v, (int, float)):
+        return v != 0
+    return False
+
+
 def _int(v: Any) -> int | None:
     n = as_number(v)
     return None if n is None else int(n)
@@ -450,16 +462,22 @@ _CACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, KeyValue]]]]] = {}
 _CACHE_MAX = 8
 
 
-def _entry(request: Any) -> dict[int, tuple[Any, dict[str, KeyValue]]]:
+def _per_request(cache: dict[int, tuple[Any, dict[int, Any]]], request: Any) -> dict[int, Any]:
+    """``request``'s entry of a per-request cache keyed by id (the request kept, so the id stays its own);
+    the oldest entry goes when the cache holds ``_CACHE_MAX``."""
     rid = id(request)
-    e = _CACHE.get(rid)
-    if e is not None and e[0] is request:
-        return e[1]
-    if len(_CACHE) >= _CACHE_MAX:
-        del _CACHE[next(iter(_CACHE))]
-    d: dict[int, tuple[Any, dict[str, KeyValue]]] = {}
-    _CACHE[rid] = (request, d)
+    got = cache.get(rid)
+    if got is not None and got[0] is request:
+        return got[1]
+    if len(cache) >= _CACHE_MAX:
+        del cache[next(iter(cache))]
+    d: dict[int, Any] = {}
+    cache[rid] = (request, d)
     return d
+
+
+def _entry(request: Any) -> dict[int, tuple[Any, dict[str, KeyValue]]]:
+    return _per_request(_CACHE, request)
 
 
 def indexes(request: Any, span: Any, resource: Any = None) -> tuple[dict[str, KeyValue], dict[str, KeyValue]]:
@@ -534,13 +552,7 @@ def set_value(attributes: Any, idx: dict[str, KeyValue] | None, key: str, value:
             idx[key] = kv
         python_to_anyvalue(value, kv.value)
         return
-    for kv in attributes:
-        if kv.key == key:
-            python_to_anyvalue(value, kv.value)
-            return
-    kv = attributes.add()
-    kv.key = key
-    python_to_anyvalue(value, kv.value)
+    set_attr(attributes, key, value)
 
 
 def delete_key(attributes: Any, idx: dict[str, KeyValue] | None, key: str) -> bool:
@@ -787,15 +799,7 @@ def defer_wire_values(request: Any, data: bytes, hits: list[int] | None,
 
 
 def _ventry(request: Any) -> dict[int, tuple[Any, dict[str, Any]]]:
-    rid = id(request)
-    got = _VCACHE.get(rid)
-    if got is not None and got[0] is request:
-        return got[1]
-    if len(_VCACHE) >= _CACHE_MAX:
-        del _VCACHE[next(iter(_VCACHE))]
-    d: dict[int, tuple[Any, dict[str, Any]]] = {}
-    _VCACHE[rid] = (request, d)
-    return d
+    return _per_request(_VCACHE, request)
 
 
 def values_from_index(idx: dict[str, KeyValue]) -> dict[str, Any]:

@@ -230,16 +230,6 @@ def _attrs(kvs: Any, keys: frozenset[str]) -> dict[str, Any]:
     return {kv.key: genai.value_of(kv.value) for kv in kvs if kv.key in keys}
 
 
-def _truthy(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    if isinstance(v, (int, float)):
-        return v != 0
-    return False
-
-
 class FilterProcessor(SimpleProcessor):
     config: FilterConfig
     mutates = False  # marks the batch modified itself, only when it dropped something
@@ -334,7 +324,7 @@ class FilterProcessor(SimpleProcessor):
                         a = _attrs(it.attributes, akeys)
                     else:
                         a = empty
-                    if no_log and a and any(_truthy(a.get(k)) for k in no_log):
+                    if no_log and a and any(genai.as_bool(a.get(k)) for k in no_log):
                         dead.append(i)
                         continue
                     for p in preds:

@@ -366,16 +366,6 @@ def _pv(v: Any) -> Any:
 _num = genai.as_number
 
 
-def _truthy(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "yes")
-    if isinstance(v, (int, float)):
-        return v != 0
-    return False
-
-
 class _Policy:
     name: str
     invert = False
@@ -609,7 +599,7 @@ class _BudgetExceeded(_Policy):
         for d in t.span_attrs(keys):
             for n in self.names:
                 av = d.get(n)
-                if av is not None and _truthy(_pv(av)):
+                if av is not None and genai.as_bool(_pv(av)):
                     return SAMPLED
         return NOT_SAMPLED
 
