@@ -585,6 +585,11 @@ try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
     _hs = None
+_wirec: Any
+try:  # the native walk (collector/_wirec.c), built at install where a C compiler is at hand
+    from collector import _wirec
+except ImportError:  # pragma: no cover - depends on the install
+    _wirec = None
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
 _KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
@@ -670,20 +675,26 @@ def _decode_value(b: bytes, i: int) -> Any:
     ln, i = _varint(b, i)
     if ln == 0:
         return None
+    end = i + ln
     tag = b[i]
     if tag == 0x0A:
         n, j = _varint(b, i + 1)
-        return b[j:j + n].decode("utf-8", "replace")
-    if tag == 0x18:
-        v, _ = _varint(b, i + 1)
-        return v - (1 << 64) if v >= 1 << 63 else v
-    if tag == 0x21:
-        return _struct.unpack_from("<d", b, i + 1)[0]
-    if tag == 0x10:
-        v, _ = _varint(b, i + 1)
-        return bool(v)
+        if j + n == end:
+            return b[j:end].decode("utf-8", "replace")
+    elif tag == 0x18:
+        v, j = _varint(b, i + 1)
+        if j == end:
+            return v - (1 << 64) if v >= 1 << 63 else v
+    elif tag == 0x21:
+        if ln == 9:
+            return _struct.unpack_from("<d", b, i + 1)[0]
+    elif tag == 0x10:
+        v, j = _varint(b, i + 1)
+        if j == end:
+            return bool(v)
+    # another kind, or more than one field (the last one counts, as in a parse)
     av = AnyValue()
-    av.ParseFromString(b[i:i + ln])
+    av.ParseFromString(b[i:end])
     return value_of(av)
 
 
@@ -1108,6 +1119,9 @@ def wire_values(tw: Any) -> list[dict[str, Any]]:
         return tw.values  # type: ignore[no-any-return]
     data = tw.data
     spans = tw.spans
+    if _wirec is not None and WIRE_VALUES:  # a full walk of every span, in C
+        tw.values = _wirec.span_values(data, spans, _WANTED_LIST, _decode_value)
+        return tw.values  # type: ignore[no-any-return]
     n = len(spans)
     per: list[dict[str, Any]] = [{} for _ in range(n)]
     tw.values = per

@@ -12,7 +12,16 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from bench.llm_spans import make_request
 from collector import genai
 from collector.pdata import Batch, Signal, anyvalue_to_python, python_to_anyvalue
-from collector.wire import TraceWire, encode_attribute
+from collector.wire import TraceWire, encode_attribute, varint
+
+
+@pytest.fixture(params=["native", "python"])
+def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Values from the native walk (collector/_wirec.c) or from genai's Python path (Hyperscan and a decode
+    per hit; an install without a C compiler has only that one)."""
+    if request.param == "python":
+        monkeypatch.setattr(genai, "_wirec", None)
+    return str(request.param)
 
 
 def _attrs(span: Span) -> dict[str, object]:
@@ -66,7 +75,7 @@ def test_layout_and_untouched_render_are_the_bytes() -> None:
 
 
 @pytest.mark.parametrize("kinds", [5, 3])
-def test_edits_match_the_same_edits_on_objects(kinds: int) -> None:
+def test_edits_match_the_same_edits_on_objects(kinds: int, walk: str) -> None:
     """``kinds`` 5: drops, replaced keys (double and string) and appends; 3: appended attributes only and
     untouched spans (the render's short path)."""
     req = _request()
@@ -148,7 +157,7 @@ def test_batch_keeps_wire_and_objects_apart() -> None:
 
 
 @pytest.mark.parametrize("value", ["short", "é" * 200, 7, -3, 2**40, 1.5, True, [1, "a"], {"k": "v"}, b"\x00\x01"])
-def test_encode_attribute_round_trips(value: object) -> None:
+def test_encode_attribute_round_trips(value: object, walk: str) -> None:
     sp = Span.FromString(encode_attribute("some.key", value))
     assert sp.attributes[0].key == "some.key"
     assert anyvalue_to_python(sp.attributes[0].value) == value
@@ -197,3 +206,57 @@ async def test_redaction_without_candidates_leaves_the_bytes() -> None:
     b = Batch(Signal.TRACES, None, raw=raw)
     await red.consume(b)
     assert sink.got == [b] and b.has_bytes and b.to_bytes() is raw and b._request is None
+
+
+def _kv_bytes(key: bytes, any_value: bytes | None) -> bytes:
+    """A span attribute (Span field 9) with raw KeyValue contents, for encodings a producer may send that
+    python_to_anyvalue never writes."""
+    kv = b"\x0a" + bytes([len(key)]) + key if len(key) < 128 else b"\x0a" + bytes([len(key) & 0x7F | 0x80, len(key) >> 7]) + key
+    if any_value is not None:
+        kv += b"\x12" + bytes([len(any_value)]) + any_value
+    return b"\x4a" + bytes([len(kv)]) + kv
+
+
+def test_native_walk_reads_what_the_python_walk_reads() -> None:
+    """collector/_wirec.c (built at install) and genai's Python walk give the same values for every kind of
+    AnyValue, odd encodings included; the native module is part of the install on this platform."""
+    from collector import _wirec
+
+    long_key = "k." + "x" * 140
+    keys = ("gen_ai.request.model", "gen_ai.usage.input_tokens", "tenant.id", "gen_ai.usage.cost", "flag",
+            "arr", "empty", "twice", "bad.utf8", "neg", "modèle", long_key)
+    genai.want(*keys)
+    spans = []
+    for k, val in enumerate(["gpt-4o", 7, -3, 2**62, 1.5, True, False, [1, "a"], {"k": "v"}, b"\x00\x01", "é" * 200]):
+        sp = Span(trace_id=bytes([k + 1]) * 16, span_id=bytes([k + 1]) * 8, name=f"s{k}")
+        for key in ("gen_ai.request.model", "arr", "modèle", long_key, "other.key"):
+            python_to_anyvalue(val, sp.attributes.add(key=key).value)
+        sp.events.add(name="e").attributes.add(key="tenant.id").value.string_value = "event attribute, not the span's"
+        spans.append(sp.SerializeToString())
+    quoted = _kv_bytes(b"tenant.id", b"\x0a\x03bad")  # an attribute's encoding quoted inside a string value
+    spans += [
+        _kv_bytes(b"empty", b"") + _kv_bytes(b"flag", None),  # empty AnyValue, KeyValue without a value
+        _kv_bytes(b"twice", b"\x0a\x01a") + _kv_bytes(b"twice", b"\x18\x05"),  # the last one counts
+        _kv_bytes(b"twice", b"\x0a\x01a\x18\x09"),  # two fields in one AnyValue: the last one counts
+        _kv_bytes(b"bad.utf8", b"\x0a\x03a\xffb"),
+        _kv_bytes(b"neg", b"\x18" + b"\xff" * 9 + b"\x01"),  # -1 as a 10-byte varint
+        _kv_bytes(b"gen_ai.usage.cost", b"\x21" + b"\x00" * 7 + b"\x40"),  # 2.0
+        _kv_bytes(b"other", b"\x0a" + bytes([len(quoted)]) + quoted),
+        b"\x0a\x10" + b"\x07" * 16 + b"\x52\x02\x08\x01",  # no attributes at all, an unknown field after
+    ]
+    # laid out by hand: a parse would refuse the bad UTF-8 (the receiver does; the walk must not fail on it)
+    scope = b"".join(b"\x12" + varint(len(raw)) + raw for raw in spans)
+    rs = b"\x12" + varint(len(scope)) + scope
+    tw = TraceWire(b"\x0a" + varint(len(rs)) + rs)
+    native = _wirec.span_values(tw.data, tw.spans, genai._WANTED_LIST, genai._decode_value)
+    # (the Python walk parses each attribute, so it refuses bad UTF-8: a request with it never gets here)
+    walked = [genai._walk_values(tw.data[s:e])[0] for k, (_o, s, e) in enumerate(tw.spans) if k != 14]
+    assert native[:14] + native[15:] == walked
+    assert native[0] == {"gen_ai.request.model": "gpt-4o", "arr": "gpt-4o", "modèle": "gpt-4o", long_key: "gpt-4o"}
+    assert native[7]["arr"] == [1, "a"] and native[8]["arr"] == {"k": "v"}
+    assert [native[k]["arr"] for k in (1, 2, 3, 5, 6, 9)] == [7, -3, 2**62, True, False, b"\x00\x01"]
+    assert native[11] == {"empty": None, "flag": None}
+    assert native[12] == {"twice": 5} and native[13] == {"twice": 9}
+    assert native[14] == {"bad.utf8": "a\ufffdb"} and native[15] == {"neg": -1}
+    assert native[16] == {"gen_ai.usage.cost": 2.0} and native[17] == {} and native[18] == {}
+    assert genai.wire_values(TraceWire(tw.data)) == native  # what the processors get
