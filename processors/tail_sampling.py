@@ -929,11 +929,10 @@ class TailSampler:
         keys = self.keys
         tw = batch.wire()
         values = genai.wire_values(tw) if keys else None
-        # trace ids, status, times: from the receiver's parse when the batch still has it, else from a lean
-        # parse; copied below, so that the parse (~1 MB per MB of request) is not held
-        lean = tw.lean()
+        # trace ids, status, times: copied out of the request (a native walk, or the receiver's parse), so
+        # that no parse (~1 MB per MB of request) is held
+        all_tids, all_codes, all_starts, all_ends = tw.span_fields()
         tw._lean = None
-        scopes = [sc for _others, scs in tw.resources for sc in scs]
         if tw.dirty:  # hold the request compact: its rendered bytes, not the bytes and the edits
             batch.to_bytes()
         batch.wire().values = None  # the few values the policies read are copied below (``captured``)
@@ -944,19 +943,16 @@ class TailSampler:
         status, times = "status" in self._reads, "times" in self._reads
         new = False
         ordinal = 0
-        for rs in lean.resource_spans:
+        for r, (_others, scopes) in enumerate(tw.resources):
             rvals = None
             if keys:
-                rvals = {kv.key: genai.value_of(kv.value) for kv in rs.resource.attributes if kv.key in keys}
-            for ss in rs.scope_spans:
-                spans = ss.spans
-                first = scopes[ordinal][1]
-                if len(spans) != scopes[ordinal][2]:
-                    raise ValueError("tail_sampling: the request's layout and its parse disagree")
-                fl = _Fields([sp.status.code for sp in spans] if status else None,
-                             [sp.start_time_unix_nano for sp in spans] if times else None,
-                             [sp.end_time_unix_nano for sp in spans] if times else None)
-                tids = [sp.trace_id for sp in spans]
+                rvals = {kv.key: genai.value_of(kv.value) for kv in tw.resource(r).attributes if kv.key in keys}
+            for _sc, first, n in scopes:
+                last = first + n
+                fl = _Fields(all_codes[first:last] if status else None,
+                             all_starts[first:last] if times else None,
+                             all_ends[first:last] if times else None)
+                tids = all_tids[first:last]
                 groups: dict[bytes, list[int]] = {tid: [i] for i, tid in enumerate(tids)}
                 if len(groups) != len(tids):  # a trace with several spans in the scope
                     groups = {}

@@ -260,3 +260,21 @@ def test_native_walk_reads_what_the_python_walk_reads() -> None:
     assert native[14] == {"bad.utf8": "a\ufffdb"} and native[15] == {"neg": -1}
     assert native[16] == {"gen_ai.usage.cost": 2.0} and native[17] == {} and native[18] == {}
     assert genai.wire_values(TraceWire(tw.data)) == native  # what the processors get
+
+
+def test_span_fields_native_and_from_the_parse_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector import wire
+
+    req = _request()
+    sp = req.resource_spans[0].scope_spans[0].spans[0]
+    sp.ClearField("trace_id")  # absent fields read as a parse reads them
+    sp.ClearField("status")
+    data = req.SerializeToString()
+    native = TraceWire(data).span_fields()
+    monkeypatch.setattr(wire, "_wirec", None)
+    parsed = TraceWire(data).span_fields()
+    assert native == parsed
+    spans = _spans(req)
+    assert native == ([s.trace_id for s in spans], [s.status.code for s in spans],
+                      [s.start_time_unix_nano for s in spans], [s.end_time_unix_nano for s in spans])
+    assert native[0][0] == b"" and native[1][0] == 0 and native[1][1] == 1 and native[1][4] == 2
