@@ -13,6 +13,9 @@
  * span_fields(data, spans): the fields tail sampling reads of every span (trace id, status code, start and
  * end time), as four lists.
  *
+ * render_spans(data, spans, first, n, extra): the spans of one scope serialised again with attributes
+ * appended (collector/wire.py's render when nothing else changed).
+ *
  * The module is optional: without it (no C compiler at install), collector/genai.py finds the same values
  * with Hyperscan and Python.
  */
@@ -316,6 +319,122 @@ fail:
     return NULL;
 }
 
+static Py_ssize_t varint_size(uint64_t v) {
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static void put_varint(char **p, uint64_t v) {
+    while (v >= 0x80) {
+        *(*p)++ = (char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *(*p)++ = (char)v;
+}
+
+static PyObject *render_spans(PyObject *self, PyObject *args) {
+    PyObject *data, *spans, *extra;
+    Py_ssize_t first, n;
+    if (!PyArg_ParseTuple(args, "SO!nnO!:render_spans", &data, &PyList_Type, &spans, &first, &n, &PyDict_Type,
+                          &extra))
+        return NULL;
+    if (first < 0 || n < 0 || first + n > PyList_GET_SIZE(spans)) {
+        PyErr_SetString(PyExc_IndexError, "render_spans: spans out of range");
+        return NULL;
+    }
+    const char *b = PyBytes_AS_STRING(data);
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    PyObject **ex = PyMem_Calloc((size_t)(n ? n : 1), sizeof(PyObject *)); /* borrowed: the appended pieces */
+    Py_ssize_t *o = PyMem_Malloc(sizeof(Py_ssize_t) * 3 * (size_t)(n ? n : 1));
+    PyObject *out = NULL;
+    Py_buffer *bufs = NULL;
+    Py_ssize_t nbufs = 0, cap = 0;
+    if (ex == NULL || o == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(extra, &pos, &k, &v)) {
+        Py_ssize_t i = PyLong_AsSsize_t(k);
+        if (i == -1 && PyErr_Occurred()) goto done;
+        if (i >= first && i < first + n) {
+            if (!PyDict_Check(v)) {
+                PyErr_SetString(PyExc_TypeError, "render_spans: extra values must be dicts");
+                goto done;
+            }
+            ex[i - first] = v;
+            cap += PyDict_GET_SIZE(v);
+        }
+    }
+    bufs = PyMem_Calloc((size_t)(cap ? cap : 1), sizeof(Py_buffer));
+    if (bufs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *rg = PyList_GET_ITEM(spans, first + i);
+        if (!PyTuple_Check(rg) || PyTuple_GET_SIZE(rg) != 3) {
+            PyErr_SetString(PyExc_TypeError, "render_spans: spans must be (tag, start, end) tuples");
+            goto done;
+        }
+        for (int j = 0; j < 3; j++) o[3 * i + j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, j));
+        if (PyErr_Occurred()) goto done;
+        if (o[3 * i] < 0 || o[3 * i] > o[3 * i + 1] || o[3 * i + 1] > o[3 * i + 2] || o[3 * i + 2] > size) {
+            PyErr_SetString(PyExc_ValueError, "render_spans: span range outside the data");
+            goto done;
+        }
+        if (ex[i] == NULL) {
+            total += o[3 * i + 2] - o[3 * i];
+            continue;
+        }
+        Py_ssize_t len = o[3 * i + 2] - o[3 * i + 1], dp = 0;
+        PyObject *dk, *dv;
+        while (PyDict_Next(ex[i], &dp, &dk, &dv)) {
+            if (nbufs == cap) {
+                PyErr_SetString(PyExc_RuntimeError, "render_spans: extra changed while rendering");
+                goto done;
+            }
+            if (PyObject_GetBuffer(dv, &bufs[nbufs], PyBUF_SIMPLE) < 0) goto done;
+            len += bufs[nbufs++].len;
+        }
+        total += 1 + varint_size((uint64_t)len) + len;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) goto done;
+    char *p = PyBytes_AS_STRING(out);
+    Py_ssize_t bi = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t so = o[3 * i], ss = o[3 * i + 1], se = o[3 * i + 2];
+        if (ex[i] == NULL) {
+            memcpy(p, b + so, (size_t)(se - so));
+            p += se - so;
+            continue;
+        }
+        Py_ssize_t len = se - ss, m = PyDict_GET_SIZE(ex[i]);
+        for (Py_ssize_t j = 0; j < m; j++) len += bufs[bi + j].len;
+        *p++ = 0x12; /* ScopeSpans.spans */
+        put_varint(&p, (uint64_t)len);
+        memcpy(p, b + ss, (size_t)(se - ss));
+        p += se - ss;
+        for (Py_ssize_t j = 0; j < m; j++, bi++) {
+            memcpy(p, bufs[bi].buf, (size_t)bufs[bi].len);
+            p += bufs[bi].len;
+        }
+    }
+done:
+    for (Py_ssize_t j = 0; j < nbufs; j++) PyBuffer_Release(&bufs[j]);
+    PyMem_Free(bufs);
+    PyMem_Free(ex);
+    PyMem_Free(o);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"span_values", span_values, METH_VARARGS,
      "span_values(data, spans, keys, fallback) -> list of {key: value}, one per (tag, start, end) span range: "
@@ -323,6 +442,9 @@ static PyMethodDef methods[] = {
     {"span_fields", span_fields, METH_VARARGS,
      "span_fields(data, spans) -> (trace ids, status codes, start times, end times), lists with one item per "
      "(tag, start, end) span range, as a parse reads them (defaults for absent fields)."},
+    {"render_spans", render_spans, METH_VARARGS,
+     "render_spans(data, spans, first, n, extra) -> bytes: spans first..first+n-1 as ScopeSpans.spans fields, "
+     "each with the pieces of extra[i] (a dict of encoded attributes) appended and its length prefix redone."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -390,7 +390,17 @@ class TraceWire:
             for sc_others, first, n in scopes:
                 parts: list[Any] = [mv[s:e] for s, e in sc_others]
                 sc_len = sum(e - s for s, e in sc_others)
-                if simple:  # only attributes appended (the common case): a shorter loop
+                if simple and _wirec is not None:  # only attributes appended (the common case): in C
+                    body = _wirec.render_spans(b, spans, first, n, extra)
+                    sc_len += len(body)
+                    hd = b"\x12" + vi(sc_len)
+                    rs_parts.append(hd)
+                    rs_parts.extend(parts)
+                    rs_parts.append(body)
+                    rs_len += len(hd) + sc_len
+                    kept_any = True
+                    continue
+                if simple:  # only attributes appended: a shorter loop
                     append, extend = parts.append, parts.extend
                     for i in range(first, first + n):
                         o, s, e = spans[i]

@@ -17,10 +17,13 @@ from collector.wire import TraceWire, encode_attribute, varint
 
 @pytest.fixture(params=["native", "python"])
 def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Values from the native walk (collector/_wirec.c) or from genai's Python path (Hyperscan and a decode
-    per hit; an install without a C compiler has only that one)."""
+    """The native walk and render (collector/_wirec.c), or the Python paths (values from Hyperscan and a
+    decode per hit, render in Python): an install without a C compiler has only those."""
+    from collector import wire
+
     if request.param == "python":
         monkeypatch.setattr(genai, "_wirec", None)
+        monkeypatch.setattr(wire, "_wirec", None)
     return str(request.param)
 
 
