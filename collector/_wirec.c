@@ -13,6 +13,9 @@
  * span_fields(data, spans): the fields tail sampling reads of every span (trace id, status code, start and
  * end time), as four lists.
  *
+ * scope_layout(data, start, end, spans): the byte ranges of the spans of one ScopeSpans (collector/wire.py's
+ * layout).
+ *
  * render_spans(data, spans, first, n, extra): the spans of one scope serialised again with attributes
  * appended (collector/wire.py's render when nothing else changed).
  *
@@ -435,6 +438,48 @@ done:
     return out;
 }
 
+static PyObject *scope_layout(PyObject *self, PyObject *args) {
+    PyObject *data, *spans;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "SnnO!:scope_layout", &data, &start, &end, &PyList_Type, &spans)) return NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end) {
+        PyErr_SetString(PyExc_ValueError, "scope_layout: range outside the data");
+        return NULL;
+    }
+    PyObject *others = PyList_New(0);
+    if (others == NULL) return NULL;
+    Py_ssize_t pos = start;
+    while (pos < end) {
+        Py_ssize_t at = pos;
+        uint64_t tag, len;
+        if (!read_varint(b, &pos, end, &tag)) goto truncated;
+        unsigned wt = (unsigned)(tag & 7);
+        PyObject *item;
+        if (tag == ((2 << 3) | 2)) { /* a span */
+            if (!read_varint(b, &pos, end, &len) || len > (uint64_t)(end - pos)) goto truncated;
+            item = Py_BuildValue("(nnn)", at, pos, pos + (Py_ssize_t)len);
+            pos += (Py_ssize_t)len;
+            if (item == NULL || PyList_Append(spans, item) < 0) goto fail_item;
+        } else {
+            if (!skip_field(b, &pos, end, wt)) goto truncated;
+            item = Py_BuildValue("(nn)", at, pos);
+            if (item == NULL || PyList_Append(others, item) < 0) goto fail_item;
+        }
+        Py_DECREF(item);
+        continue;
+    fail_item:
+        Py_XDECREF(item);
+        Py_DECREF(others);
+        return NULL;
+    }
+    return others;
+truncated:
+    Py_DECREF(others);
+    PyErr_SetString(PyExc_ValueError, "truncated message");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"span_values", span_values, METH_VARARGS,
      "span_values(data, spans, keys, fallback) -> list of {key: value}, one per (tag, start, end) span range: "
@@ -442,6 +487,9 @@ static PyMethodDef methods[] = {
     {"span_fields", span_fields, METH_VARARGS,
      "span_fields(data, spans) -> (trace ids, status codes, start times, end times), lists with one item per "
      "(tag, start, end) span range, as a parse reads them (defaults for absent fields)."},
+    {"scope_layout", scope_layout, METH_VARARGS,
+     "scope_layout(data, start, end, spans) -> others: lays out the ScopeSpans body data[start:end], appending "
+     "(tag, start, end) of each span to the list spans; the (start, end) of its other fields."},
     {"render_spans", render_spans, METH_VARARGS,
      "render_spans(data, spans, first, n, extra) -> bytes: spans first..first+n-1 as ScopeSpans.spans fields, "
      "each with the pieces of extra[i] (a dict of encoded attributes) appended and its length prefix redone."},

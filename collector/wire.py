@@ -221,8 +221,14 @@ class TraceWire:
                 if f2 != 2 or b[s2] != 0x12:
                     others.append((s2, ve2))
                     continue
-                sc_others: list[tuple[int, int]] = []
                 first = len(spans)
+                if _wirec is not None:
+                    try:  # the spans laid out in C
+                        scopes.append((_wirec.scope_layout(b, vs2, ve2, spans), first, len(spans) - first))
+                        continue
+                    except ValueError:  # (groups, which the C walk does not take): the Python loop says
+                        del spans[first:]
+                sc_others: list[tuple[int, int]] = []
                 i = vs2
                 while i < ve2:  # the spans: one field each, read inline (the loop runs once per span)
                     if b[i] == 0x12:

@@ -68,7 +68,7 @@ def _spans(req: ExportTraceServiceRequest) -> list[Span]:
     return [sp for rs in req.resource_spans for ss in rs.scope_spans for sp in ss.spans]
 
 
-def test_layout_and_untouched_render_are_the_bytes() -> None:
+def test_layout_and_untouched_render_are_the_bytes(walk: str) -> None:
     data = _request().SerializeToString()
     tw = TraceWire(data)
     assert len(tw) == 12
@@ -181,7 +181,7 @@ def test_lean_view_reads_ids_times_status() -> None:
     assert tw.lean().resource_spans[1].resource.attributes[0].value.string_value == "svc-1"
 
 
-def test_malformed_bytes_raise_value_error() -> None:
+def test_malformed_bytes_raise_value_error(walk: str) -> None:
     with pytest.raises(ValueError):
         TraceWire(b"\x0a\x05\x12\x09abc")
 
