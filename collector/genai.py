@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -901,7 +902,7 @@ class FieldReader:
 
     def __init__(self, ranks: dict[str, tuple[str, int]]) -> None:
         self.ranks = ranks
-        self.plans: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+        self.plans: dict[tuple[str, ...], tuple[tuple[str, ...], Any]] = {}
 
     def __call__(self, values: dict[str, Any]) -> dict[str, Any]:
         shape = tuple(values)
@@ -912,14 +913,19 @@ class FieldReader:
                 fr = self.ranks.get(name)
                 if fr is not None and (fr[0] not in best or fr[1] < best[fr[0]][0]):
                     best[fr[0]] = (fr[1], name)
-            plan = tuple((f, name) for f, (_r, name) in best.items())
+            names = tuple(name for _r, name in best.values())
+            # the plan's values as a tuple in one call (an itemgetter of one key gives the value alone)
+            get = itemgetter(*names) if len(names) > 1 else itemgetter(*names, *names) if names else None
+            plan = (tuple(best), get)
             if len(self.plans) < 256:
                 self.plans[shape] = plan
-        out = {f: values[name] for f, name in plan}
-        for v in out.values():
-            if v is None or v == "":  # an empty value: the next name of its field counts, as in fields()
-                return fields(values, self.ranks)
-        return out
+        field_names, get = plan
+        if get is None:
+            return {}
+        got = get(values)
+        if None in got or "" in got:  # an empty value: the next name of its field counts, as in fields()
+            return fields(values, self.ranks)
+        return dict(zip(field_names, got))
 
 
 def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:
@@ -1208,19 +1214,19 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
     vals[key] = value
 
 
-def wire_append(tw: Any, i: int, attrs: tuple[tuple[str, Any, bytes], ...]) -> bool:
-    """Append attributes, given as (key, value, encoding), to span ``i`` of ``tw`` in one step, when the span
-    has none of them yet (neither its own nor appended); False, with nothing done, when it has one (then
-    :func:`wire_put` them one by one). The hot path of the writers: no upsert per attribute."""
-    if i in tw.extra:
+def wire_append(tw: Any, i: int, keys: tuple[str, ...], values: tuple[Any, ...], encoded: tuple[bytes, ...]) -> bool:
+    """Append attributes (their keys, values and encodings, in three tuples) to span ``i`` of ``tw`` in one
+    step, when the span has none of them yet (neither its own nor appended); False, with nothing done, when
+    it has one (then :func:`wire_put` them one by one). The hot path of the writers: no upsert per
+    attribute."""
+    extra = tw.extra
+    if i in extra:
         return False
     vals = tw.values[i]
-    for k, _v, _e in attrs:
-        if k in vals:
-            return False
-    tw.extra[i] = {k: e for k, _v, e in attrs}
-    for k, v, _e in attrs:
-        vals[k] = v
+    if not vals.keys().isdisjoint(keys):
+        return False
+    extra[i] = dict(zip(keys, encoded))
+    vals.update(zip(keys, values))
     return True
 
 

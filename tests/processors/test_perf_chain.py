@@ -108,6 +108,10 @@ def test_field_reader_equals_fields() -> None:
         {"llm.model_name": "x", "gen_ai.request.model": "a", "llm.token_count.prompt": 5},
         {"gen_ai.response.model": "", "llm.response.model": "c", "gen_ai.usage.cost": 0.5},  # empty: next name
         {"gen_ai.response.model": None, "tenant.id": "t"},
+        {"gen_ai.usage.cost": 0.5, "tenant.id": "t"},  # a plan of one field
+        {"gen_ai.usage.cost": "", "llm.usage.cost": 0.0},
+        {"gen_ai.usage.input_tokens": 0, "gen_ai.request.model": "m", "llm.token_count.prompt": False},
+        {"tenant.id": "t"},
         {},
     ]
     for _ in range(2):  # second time through the cached plans
