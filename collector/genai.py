@@ -586,11 +586,10 @@ try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
     _hs = None
-_wirec: Any
 try:  # the native walk (collector/_wirec.c), built at install where a C compiler is at hand
     from collector import _wirec
 except ImportError:  # pragma: no cover - depends on the install
-    _wirec = None
+    _wirec = None  # type: ignore[assignment]
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
 _KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
@@ -894,38 +893,55 @@ def fields(values: dict[str, Any], ranks: dict[str, tuple[str, int]] | None = No
     return out
 
 
+_NO_VALUE = (None,)
+_EMPTY_VALUES = frozenset({None, ""})
+
+
 class FieldReader:
-    """:func:`fields` for one set of ``ranks``, faster on the spans of one producer: spans with the same keys
-    (in the same order) share a plan of which key gives which field, made once."""
+    """:func:`fields` for one set of ``ranks``, as a tuple of the fields ``order`` names (None where absent),
+    faster on the spans of one producer: spans with the same keys (in the same order) share a plan of which
+    key gives which field, made once, and no dict is made per span."""
 
-    __slots__ = ("plans", "ranks")
+    __slots__ = ("order", "ranks", "rows")
 
-    def __init__(self, ranks: dict[str, tuple[str, int]]) -> None:
+    def __init__(self, ranks: dict[str, tuple[str, int]], order: tuple[str, ...]) -> None:
         self.ranks = ranks
-        self.plans: dict[tuple[str, ...], tuple[tuple[str, ...], Any]] = {}
+        self.order = order
+        self.rows: dict[tuple[str, ...], tuple[Any, Any]] = {}
 
-    def __call__(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _best(self, shape: tuple[str, ...]) -> dict[str, str]:
+        """Field -> the key of ``shape`` that gives it (the highest-priority one)."""
+        best: dict[str, tuple[int, str]] = {}
+        for name in shape:
+            fr = self.ranks.get(name)
+            if fr is not None and (fr[0] not in best or fr[1] < best[fr[0]][0]):
+                best[fr[0]] = (fr[1], name)
+        return {f: name for f, (_r, name) in best.items()}
+
+    def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        """The fields of ``order`` as a tuple (None where absent): :func:`fields` without a dict per span."""
         shape = tuple(values)
-        plan = self.plans.get(shape)
+        plan = self.rows.get(shape)
         if plan is None:
-            best: dict[str, tuple[int, str]] = {}
-            for name in shape:
-                fr = self.ranks.get(name)
-                if fr is not None and (fr[0] not in best or fr[1] < best[fr[0]][0]):
-                    best[fr[0]] = (fr[1], name)
-            names = tuple(name for _r, name in best.values())
-            # the plan's values as a tuple in one call (an itemgetter of one key gives the value alone)
-            get = itemgetter(*names) if len(names) > 1 else itemgetter(*names, *names) if names else None
-            plan = (tuple(best), get)
-            if len(self.plans) < 256:
-                self.plans[shape] = plan
-        field_names, get = plan
-        if get is None:
-            return {}
-        got = get(values)
-        if None in got or "" in got:  # an empty value: the next name of its field counts, as in fields()
-            return fields(values, self.ranks)
-        return dict(zip(field_names, got))
+            best = self._best(shape)
+            names = tuple(best[f] for f in self.order if f in best)
+            # the present keys' values in one call, then (None appended) put in ``order`` in another
+            pos = [names.index(best[f]) if f in best else -1 for f in self.order]
+            arrange = itemgetter(*pos) if len(pos) > 1 else lambda t, p=pos[0]: (t[p],)
+            plan = (itemgetter(*names, *names) if len(names) == 1 else itemgetter(*names) if names else None,
+                    arrange)
+            if len(self.rows) < 256:
+                self.rows[shape] = plan
+        get, arrange = plan
+        got = get(values) if get is not None else ()
+        try:
+            clean = _EMPTY_VALUES.isdisjoint(got)
+        except TypeError:  # an unhashable value (a list, a map)
+            clean = None not in got and "" not in got
+        if not clean:  # an empty value: the next name of its field counts, as in fields()
+            f = fields(values, self.ranks)
+            return tuple(f.get(n) for n in self.order)
+        return arrange(got + _NO_VALUE)
 
 
 def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:

@@ -23,11 +23,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from collector.pdata import python_to_anyvalue
 
-_wirec: Any
 try:  # the native walk (collector/_wirec.c), built at install where a C compiler is at hand
     from collector import _wirec
 except ImportError:  # pragma: no cover - depends on the install
-    _wirec = None
+    _wirec = None  # type: ignore[assignment]
 
 __all__ = ["TraceWire", "encode_attribute", "iter_fields", "read_varint", "varint"]
 

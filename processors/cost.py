@@ -258,7 +258,7 @@ class CostProcessor(SimpleProcessor):
         genai.want(*(_W[k] for k in ("cost_input", "cost_output", "cost_cache_read", "cost_cache_write",
                                      "cost_reasoning", "cost_unknown_model")))
         self.table = PriceTable(config.prices, None, config.builtin_prices)
-        self._fields = genai.FieldReader(_NAMES)
+        self._fields = genai.FieldReader(_NAMES, _FIELDS)
         self._pid = str(settings.id)
         self._labels: dict[str, object] = {}
         self._rl = RateLimitedLogger(self.log)
@@ -301,13 +301,12 @@ class CostProcessor(SimpleProcessor):
         h_cost, h_in, h_out = (genai.double_head(k) for k in (w_cost, w_in, w_out))
         k_three, k_unknown = (w_cost, w_in, w_out), (w_unknown,)
         pack = _pack_d
-        read_fields = self._fields
+        read_row = self._fields.row
         for i, v in enumerate(values):
             if not v:
                 continue
             try:
-                f = read_fields(v)
-                existing = f.get("cost")
+                existing, resp_model, req_model, inp, out, total, cr, cw, rz = read_row(v)  # _FIELDS
                 if existing is not None and not override:
                     if w_cost not in v:
                         n = genai.as_number(existing)
@@ -315,28 +314,25 @@ class CostProcessor(SimpleProcessor):
                             put(tw, i, w_cost, float(n))
                             changed = True
                     continue
-                model = f.get("response_model") or f.get("request_model")
+                model = resp_model or req_model
                 if model is None:
                     continue
-                inp = f.get("input_tokens")
                 if type(inp) is not int:
                     inp = as_int(inp)
-                out = f.get("output_tokens")
                 if type(out) is not int:
                     out = as_int(out)
                 if inp is not None and inp < 0:
                     inp = None
                 if out is not None and out < 0:
                     out = None
-                if inp is None and out is not None and "total_tokens" in f:
-                    total = as_int(f["total_tokens"])
+                if inp is None and out is not None and total is not None:
+                    total = as_int(total)
                     inp = None if total is None else max(0, total - out)
                 if inp is None and out is None:
                     continue
                 model = str(model)
                 found = lookup(model)
                 if found is None:
-                    req_model = f.get("request_model")
                     if req_model is not None and str(req_model) != model:
                         found = lookup(str(req_model))
                 if found is None:
@@ -345,11 +341,8 @@ class CostProcessor(SimpleProcessor):
                     changed = True
                     unknown[model] = unknown.get(model, 0) + 1
                     continue
-                cr = f.get("cache_read_tokens")
                 cr = 0 if cr is None else max(0, as_int(cr) or 0)
-                cw = f.get("cache_write_tokens")
                 cw = 0 if cw is None else max(0, as_int(cw) or 0)
-                rz = f.get("reasoning_tokens")
                 rz = 0 if rz is None else max(0, as_int(rz) or 0)
                 changed = True
                 if parts and not (cr or cw or rz):  # the common case, compute() inlined

@@ -973,6 +973,13 @@ class TailSampler:
                             if d:
                                 captured[(ordinal, i)] = d
                 entry.groups.append((ordinal, groups, first, rvals, fl))
+                if len(groups) == len(tids) and pending.keys().isdisjoint(tids) and \
+                        dnew.keys().isdisjoint(tids) and dold.keys().isdisjoint(tids):
+                    # the common case: every trace new and of one span here (the loop below, in C)
+                    pending.update(dict.fromkeys(tids, entry))
+                    new = new or bool(tids)
+                    ordinal += 1
+                    continue
                 for tid, idx in groups.items():
                     tr = pending.get(tid)
                     if tr is None:
