@@ -125,10 +125,45 @@ static PyObject *find_key(const Table *t, const unsigned char *k, Py_ssize_t len
     return NULL;
 }
 
+/* Short strings decoded in one call, by their bytes: the spans of a request repeat the same models, tenants
+ * and users, and one str object for each saves the decode, the allocation, and the hash at each lookup. */
+#define INTERN_SLOTS 512
+#define INTERN_MAX_LEN 64
+
+typedef struct {
+    PyObject *str;
+    Py_ssize_t at, len; /* where in the data its bytes are */
+} Interned;
+
+static PyObject *decode_str(const unsigned char *b, Py_ssize_t at, Py_ssize_t len, Interned *tbl) {
+    if (len > INTERN_MAX_LEN) return PyUnicode_DecodeUTF8((const char *)b + at, len, "replace");
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t k = 0; k < len; k++) h = (h ^ b[at + k]) * 16777619u;
+    Interned *slot = &tbl[h & (INTERN_SLOTS - 1)];
+    if (slot->str != NULL && slot->len == len && memcmp(b + slot->at, b + at, (size_t)len) == 0) {
+        Py_INCREF(slot->str);
+        return slot->str;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)b + at, len, "replace");
+    if (s != NULL) {
+        Py_XDECREF(slot->str);
+        Py_INCREF(s);
+        slot->str = s;
+        slot->at = at;
+        slot->len = len;
+    }
+    return s;
+}
+
+static void free_interned(Interned *tbl) {
+    for (int k = 0; k < INTERN_SLOTS; k++) Py_XDECREF(tbl[k].str);
+    PyMem_Free(tbl);
+}
+
 /* The Python value of the AnyValue in b[vs:ve] (length prefix at `prefix`); a new reference, or NULL with
  * an error set. */
 static PyObject *decode_any(const unsigned char *b, Py_ssize_t prefix, Py_ssize_t vs, Py_ssize_t ve,
-                            PyObject *data, PyObject *fallback) {
+                            PyObject *data, PyObject *fallback, Interned *tbl) {
     if (vs == ve) Py_RETURN_NONE;
     Py_ssize_t pos = vs;
     uint64_t tag;
@@ -138,8 +173,7 @@ static PyObject *decode_any(const unsigned char *b, Py_ssize_t prefix, Py_ssize_
         if (skip_field(b, &after, ve, wt) && after == ve) { /* exactly one field */
             uint64_t v;
             Py_ssize_t p = pos;
-            if (field == 1 && wt == 2 && read_varint(b, &p, ve, &v))
-                return PyUnicode_DecodeUTF8((const char *)b + p, (Py_ssize_t)v, "replace");
+            if (field == 1 && wt == 2 && read_varint(b, &p, ve, &v)) return decode_str(b, p, (Py_ssize_t)v, tbl);
             if (field == 2 && wt == 0 && read_varint(b, &p, ve, &v)) return PyBool_FromLong(v != 0);
             if (field == 3 && wt == 0 && read_varint(b, &p, ve, &v)) return PyLong_FromLongLong((long long)(int64_t)v);
             if (field == 4 && wt == 1) return PyFloat_FromDouble(PyFloat_Unpack8((const char *)b + p, 1));
@@ -150,7 +184,7 @@ static PyObject *decode_any(const unsigned char *b, Py_ssize_t prefix, Py_ssize_
 
 /* Store the wanted attribute encoded in b[s:e] (a KeyValue) in `out`; 0 with an error set on failure. */
 static int take_attribute(const unsigned char *b, Py_ssize_t s, Py_ssize_t e, const Table *t, PyObject *out,
-                          PyObject *data, PyObject *fallback) {
+                          PyObject *data, PyObject *fallback, Interned *tbl) {
     Py_ssize_t pos = s, ks = -1, kl = 0, prefix = -1, vs = 0, ve = 0;
     while (pos < e) {
         uint64_t tag, len;
@@ -180,7 +214,7 @@ static int take_attribute(const unsigned char *b, Py_ssize_t s, Py_ssize_t e, co
         v = Py_None;
         Py_INCREF(v);
     } else {
-        v = decode_any(b, prefix, vs, ve, data, fallback);
+        v = decode_any(b, prefix, vs, ve, data, fallback, tbl);
         if (v == NULL) return 0;
     }
     int rc = PyDict_SetItem(out, key, v);
@@ -198,6 +232,11 @@ static PyObject *span_values(PyObject *self, PyObject *args) {
     if (!build_table(keys, &t)) {
         PyMem_Free(t.keys);
         return NULL;
+    }
+    Interned *tbl = PyMem_Calloc(INTERN_SLOTS, sizeof(Interned));
+    if (tbl == NULL) {
+        PyMem_Free(t.keys);
+        return PyErr_NoMemory();
     }
     Py_ssize_t n = PyList_GET_SIZE(spans);
     PyObject *result = PyList_New(n);
@@ -225,16 +264,18 @@ static PyObject *span_values(PyObject *self, PyObject *args) {
             unsigned field = (unsigned)(tag >> 3), wt = (unsigned)(tag & 7);
             if (field == 9 && wt == 2) {
                 if (!read_varint(b, &pos, e, &len) || len > (uint64_t)(e - pos)) break;
-                if (!take_attribute(b, pos, pos + (Py_ssize_t)len, &t, d, data, fallback)) goto fail;
+                if (!take_attribute(b, pos, pos + (Py_ssize_t)len, &t, d, data, fallback, tbl)) goto fail;
                 pos += (Py_ssize_t)len;
             } else if (!skip_field(b, &pos, e, wt)) {
                 break;
             }
         }
     }
+    free_interned(tbl);
     PyMem_Free(t.keys);
     return result;
 fail:
+    free_interned(tbl);
     PyMem_Free(t.keys);
     Py_XDECREF(result);
     return NULL;

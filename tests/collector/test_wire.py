@@ -281,3 +281,20 @@ def test_span_fields_native_and_from_the_parse_agree(monkeypatch: pytest.MonkeyP
     assert native == ([s.trace_id for s in spans], [s.status.code for s in spans],
                       [s.start_time_unix_nano for s in spans], [s.end_time_unix_nano for s in spans])
     assert native[0][0] == b"" and native[1][0] == 0 and native[1][1] == 1 and native[1][4] == 2
+
+
+def test_native_walk_shares_repeated_strings_and_keeps_distinct_ones() -> None:
+    """The native walk decodes a short string once per request and hands out the same object after; more
+    distinct strings than its table has slots still each read as themselves."""
+    genai.want("tenant.id", "gen_ai.request.model")
+    req = ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    for k in range(1500):
+        sp = ss.spans.add(trace_id=k.to_bytes(16, "big"), span_id=k.to_bytes(8, "big"))
+        sp.attributes.add(key="tenant.id").value.string_value = f"tenant-{k}"
+        sp.attributes.add(key="gen_ai.request.model").value.string_value = "gpt-4o" if k % 2 else "é-model"
+    tw = TraceWire(req.SerializeToString())
+    vals = genai.wire_values(tw)
+    assert [v["tenant.id"] for v in vals] == [f"tenant-{k}" for k in range(1500)]
+    assert [v["gen_ai.request.model"] for v in vals] == ["gpt-4o" if k % 2 else "é-model" for k in range(1500)]
+    assert vals[1]["gen_ai.request.model"] is vals[3]["gen_ai.request.model"]
