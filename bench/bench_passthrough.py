@@ -143,7 +143,7 @@ async def run_case(compression: str, seconds: float, senders: int, spans: int, p
     cfg_path = workdir / "config.yaml"
     cfg_path.write_text(yaml.safe_dump(collector_config(in_port, sink_port, compression, level, queue_size,
                                                       consumers, workdir)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("BENCH_EXTRA_PATH")]))}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "collector", "run", "--config", str(cfg_path), env=env, cwd=workdir,
         stderr=open(workdir / "collector.log", "wb"))

@@ -245,7 +245,7 @@ class _Held:
         self.arrival_ns = arrival_ns
         # per scope: (scope ordinal, {trace_id: [span index, ...]}, the scope's first span in the request's
         # TraceWire, the resource's values of the policies' keys, the scope's span fields)
-        self.groups: list[tuple[int, dict[bytes, list[int]], int, dict[str, Any] | None, _Fields]] = []
+        self.groups: list[tuple[int, dict[bytes, tuple[int, ...]], int, dict[str, Any] | None, _Fields]] = []
         # (scope ordinal, span index) -> {key: value} of the policies' keys, for the spans that have any
         self.captured: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -302,12 +302,12 @@ class Trace:
 
     __slots__ = ("_attrs", "frags", "tid")
 
-    def __init__(self, tid: bytes, first: tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]] | None = None,
+    def __init__(self, tid: bytes, first: tuple[_Held, dict[str, Any] | None, _Fields, int, tuple[int, ...]] | None = None,
                  ) -> None:
         self.tid = tid
         # per fragment (the spans of the trace in one scope of one held request): (held request, the
         # resource's values of the policies' keys, the scope's span fields, scope ordinal, span indexes)
-        self.frags: list[tuple[_Held, dict[str, Any] | None, _Fields, int, list[int]]] = \
+        self.frags: list[tuple[_Held, dict[str, Any] | None, _Fields, int, tuple[int, ...]]] = \
             [first] if first is not None else []
         self._attrs: list[dict[str, Any]] | None = None
 
@@ -346,7 +346,17 @@ def _single_trace(entry: _Held, single: tuple[bytes, int, int]) -> Trace:
     """The Trace of a span held alone (its trace has no other span held)."""
     tid, k, i = single
     ordinal, _groups, _first, rvals, fl = entry.groups[k]
-    return Trace(tid, (entry, rvals, fl, ordinal, [i]))
+    return Trace(tid, (entry, rvals, fl, ordinal, (i,)))
+
+
+_SINGLES: list[tuple[int]] = []
+
+
+def _singles(n: int) -> list[tuple[int]]:
+    """``[(0,), (1,), ...]``, ``n`` long: one tuple per position, made once for the whole process."""
+    if len(_SINGLES) < n:
+        _SINGLES.extend((i,) for i in range(len(_SINGLES), n))
+    return _SINGLES[:n]
 
 
 def _as_trace(tid: bytes, entry: _Held) -> Trace:
@@ -953,15 +963,18 @@ class TailSampler:
                              all_starts[first:last] if times else None,
                              all_ends[first:last] if times else None)
                 tids = all_tids[first:last]
-                groups: dict[bytes, list[int]] = {tid: [i] for i, tid in enumerate(tids)}
+                # span positions per trace, as tuples: shared 1-tuples here (no allocation), and tuples of ints
+                # leave the garbage collector's lists, which would walk them at every collection while held
+                groups: dict[bytes, tuple[int, ...]] = dict(zip(tids, _singles(len(tids))))
                 if len(groups) != len(tids):  # a trace with several spans in the scope
-                    groups = {}
+                    many: dict[bytes, list[int]] = {}
                     for i, tid in enumerate(tids):
-                        g = groups.get(tid)
+                        g = many.get(tid)
                         if g is None:
-                            groups[tid] = [i]
+                            many[tid] = [i]
                         else:
                             g.append(i)
+                    groups = {tid: tuple(g) for tid, g in many.items()}
                 if values is not None:
                     for i in range(len(tids)):
                         own = values[first + i]
