@@ -1230,19 +1230,19 @@ def wire_put(tw: Any, i: int, key: str, value: Any) -> None:
     vals[key] = value
 
 
-def wire_append(tw: Any, i: int, keys: tuple[str, ...], values: tuple[Any, ...], encoded: tuple[bytes, ...]) -> bool:
-    """Append attributes (their keys, values and encodings, in three tuples) to span ``i`` of ``tw`` in one
-    step, when the span has none of them yet (neither its own nor appended); False, with nothing done, when
-    it has one (then :func:`wire_put` them one by one). The hot path of the writers: no upsert per
-    attribute."""
+def wire_append(tw: Any, i: int, encoded: dict[str, bytes], values: dict[str, Any]) -> bool:
+    """Append attributes to span ``i`` of ``tw`` in one step (``encoded``: key -> encoding, ``values``: key ->
+    Python value, the same keys), when the span has none of them yet (neither its own nor appended); False,
+    with nothing done, when it has one (then :func:`wire_put` them one by one). The hot path of the writers:
+    no upsert per attribute, and ``encoded`` becomes the span's appended attributes as it is."""
     extra = tw.extra
     if i in extra:
         return False
     vals = tw.values[i]
-    if not vals.keys().isdisjoint(keys):
+    if not vals.keys().isdisjoint(encoded):
         return False
-    extra[i] = dict(zip(keys, encoded))
-    vals.update(zip(keys, values))
+    extra[i] = encoded
+    vals.update(values)
     return True
 
 

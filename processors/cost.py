@@ -299,7 +299,6 @@ class CostProcessor(SimpleProcessor):
         unknown: dict[str, int] = {}
         append = genai.wire_append
         h_cost, h_in, h_out = (genai.double_head(k) for k in (w_cost, w_in, w_out))
-        k_three, k_unknown = (w_cost, w_in, w_out), (w_unknown,)
         pack = _pack_d
         read_row = self._fields.row
         for i, v in enumerate(values):
@@ -336,7 +335,7 @@ class CostProcessor(SimpleProcessor):
                     if req_model is not None and str(req_model) != model:
                         found = lookup(str(req_model))
                 if found is None:
-                    if not append(tw, i, k_unknown, (True,), (_UNKNOWN_TRUE,)):
+                    if not append(tw, i, {w_unknown: _UNKNOWN_TRUE}, {w_unknown: True}):
                         put(tw, i, w_unknown, True)
                     changed = True
                     unknown[model] = unknown.get(model, 0) + 1
@@ -350,7 +349,8 @@ class CostProcessor(SimpleProcessor):
                     ci = (inp or 0) * price.input
                     co = (out or 0) * price.output
                     tot = ci + co
-                    if append(tw, i, k_three, (tot, ci, co), (h_cost + pack(tot), h_in + pack(ci), h_out + pack(co))):
+                    if append(tw, i, {w_cost: h_cost + pack(tot), w_in: h_in + pack(ci), w_out: h_out + pack(co)},
+                              {w_cost: tot, w_in: ci, w_out: co}):
                         continue  # three new attributes, encoded here, without the upsert of each
                     put(tw, i, w_cost, ci + co)
                     put(tw, i, w_in, ci)
