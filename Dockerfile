@@ -15,12 +15,16 @@ RUN groupadd --system --gid 10001 collector \
       --shell /usr/sbin/nologin collector
 
 WORKDIR /opt/llm-collector
-COPY pyproject.toml ./
+COPY pyproject.toml setup.py ./
 COPY collector ./collector
 COPY receivers ./receivers
 COPY processors ./processors
 COPY exporters ./exporters
-RUN python -m pip install --no-cache-dir . \
+# a C compiler for the native part (collector/_wirec.c) during the install only, removed in the same layer
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && python -m pip install --no-cache-dir . \
+ && apt-get purge -y --auto-remove gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+ && python -c "import collector._wirec" \
  && llm-collector components > /dev/null
 
 COPY deploy/docker/pipelines.yaml /etc/llm-collector/pipelines.yaml
