@@ -8,7 +8,8 @@
  * Values: string (UTF-8, undecodable bytes replaced), bool, int (int64), double; an empty AnyValue is None;
  * any other AnyValue (bytes, array, kvlist, or more than one field) goes to `fallback(data, offset)`, with
  * the offset of the AnyValue's length prefix, which decodes it in Python. Malformed bytes end the walk of
- * that span (or attribute) without an error: the receiver's parse has validated the request already.
+ * that span (or leave that attribute out) without an error: the receiver's parse has validated the request
+ * already.
  *
  * span_fields(data, spans): the fields tail sampling reads of every span (trace id, status code, start and
  * end time), as four lists.
@@ -215,7 +216,11 @@ static int take_attribute(const unsigned char *b, Py_ssize_t s, Py_ssize_t e, co
         Py_INCREF(v);
     } else {
         v = decode_any(b, prefix, vs, ve, data, fallback, tbl);
-        if (v == NULL) return 0;
+        if (v == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return 0;
+            PyErr_Clear(); /* a value the fallback cannot read (malformed bytes): the attribute is left out */
+            return 1;
+        }
     }
     int rc = PyDict_SetItem(out, key, v);
     Py_DECREF(v);

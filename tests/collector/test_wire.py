@@ -298,3 +298,30 @@ def test_native_walk_shares_repeated_strings_and_keeps_distinct_ones() -> None:
     assert [v["tenant.id"] for v in vals] == [f"tenant-{k}" for k in range(1500)]
     assert [v["gen_ai.request.model"] for v in vals] == ["gpt-4o" if k % 2 else "é-model" for k in range(1500)]
     assert vals[1]["gen_ai.request.model"] is vals[3]["gen_ai.request.model"]
+
+
+def test_native_functions_take_mutated_bytes_without_failing() -> None:
+    """Bytes changed at random (as a bug elsewhere could leave them) never crash the native walk: values and
+    fields come back for every span, a bad scope is a ValueError, a render has the length it should."""
+    from collector import _wirec
+
+    base = make_request(20).SerializeToString()
+    spans = TraceWire(base).spans
+    keys = genai._KEY_LIST
+    rng = random.Random(11)
+    for _ in range(500):
+        b = bytearray(base)
+        for _k in range(rng.randint(1, 8)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        data = bytes(b)
+        assert len(_wirec.span_values(data, spans, keys, genai._decode_value)) == len(spans)
+        assert all(len(col) == len(spans) for col in _wirec.span_fields(data, spans))
+        try:
+            _wirec.scope_layout(data, rng.randrange(len(data)), len(data), [])
+        except ValueError:
+            pass
+        extra = {i: {"k": bytes(rng.randrange(300))} for i in range(0, len(spans), 3)}
+        out = _wirec.render_spans(data, spans, 0, len(spans), extra)
+        assert len(out) == sum(e - o for o, _s, e in spans) + sum(
+            len(varint(e - s + len(extra[i]["k"]))) - (s - o - 1) + len(extra[i]["k"])
+            for i, (o, s, e) in enumerate(spans) if i in extra)
