@@ -17,6 +17,8 @@
  * scope_layout(data, start, end, spans): the byte ranges of the spans of one ScopeSpans (collector/wire.py's
  * layout).
  *
+ * length_fields(data, start, end): the length-delimited fields of one message (genai.wire_fields).
+ *
  * render_spans(data, spans, first, n, extra): the spans of one scope serialised again with attributes
  * appended (collector/wire.py's render when nothing else changed).
  *
@@ -526,6 +528,42 @@ truncated:
     return NULL;
 }
 
+static PyObject *length_fields(PyObject *self, PyObject *args) {
+    PyObject *data;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "Snn:length_fields", &data, &start, &end)) return NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end) {
+        PyErr_SetString(PyExc_ValueError, "length_fields: range outside the data");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    Py_ssize_t pos = start;
+    while (pos < end) {
+        uint64_t tag, len;
+        if (!read_varint(b, &pos, end, &tag)) goto truncated;
+        if ((tag & 7) != 2) {
+            if (!skip_field(b, &pos, end, (unsigned)(tag & 7))) goto truncated;
+            continue;
+        }
+        if (!read_varint(b, &pos, end, &len) || len > (uint64_t)(end - pos)) goto truncated;
+        PyObject *item = Py_BuildValue("(Knn)", (unsigned long long)(tag >> 3), pos, pos + (Py_ssize_t)len);
+        pos += (Py_ssize_t)len;
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+truncated:
+    Py_DECREF(out);
+    PyErr_SetString(PyExc_ValueError, "truncated message");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"span_values", span_values, METH_VARARGS,
      "span_values(data, spans, keys, fallback) -> list of {key: value}, one per (tag, start, end) span range: "
@@ -536,6 +574,9 @@ static PyMethodDef methods[] = {
     {"scope_layout", scope_layout, METH_VARARGS,
      "scope_layout(data, start, end, spans) -> others: lays out the ScopeSpans body data[start:end], appending "
      "(tag, start, end) of each span to the list spans; the (start, end) of its other fields."},
+    {"length_fields", length_fields, METH_VARARGS,
+     "length_fields(data, start, end) -> [(field number, value start, value end)] of the length-delimited "
+     "fields of the message data[start:end]; ValueError on malformed bytes (and on groups)."},
     {"render_spans", render_spans, METH_VARARGS,
      "render_spans(data, spans, first, n, extra) -> bytes: spans first..first+n-1 as ScopeSpans.spans fields, "
      "each with the pieces of extra[i] (a dict of encoded attributes) appended and its length prefix redone."},

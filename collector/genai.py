@@ -643,6 +643,11 @@ _varint = read_varint
 
 def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, value start, value end) of the length-delimited fields of one serialised message."""
+    if _wirec is not None:
+        try:
+            return _wirec.length_fields(b, i, end)
+        except ValueError:  # malformed, or a group (which the native walk does not take): the Python walk says
+            pass
     return [(f, vs, ve) for f, s, vs, ve in iter_fields(b, i, end) if b[s] & 7 == 2]
 
 

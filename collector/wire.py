@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -318,8 +319,14 @@ class TraceWire:
         """Per resource_spans, the byte range of its Resource (None without one) and of each span's body:
         the form of ``collector.genai.wire_layout``."""
         spans = self.spans
-        return [(self._resource_range(r), [(s, e) for _sc, first, n in scopes for _o, s, e in spans[first:first + n]])
-                for r, (_others, scopes) in enumerate(self.resources)]
+        body = itemgetter(1, 2)
+        out: list[tuple[tuple[int, int] | None, list[tuple[int, int]]]] = []
+        for r, (_others, scopes) in enumerate(self.resources):
+            items: list[tuple[int, int]] = []
+            for _sc, first, n in scopes:
+                items += map(body, spans[first:first + n])
+            out.append((self._resource_range(r), items))
+        return out
 
     # -- editing --------------------------------------------------------------------------------------------
     def append_attribute(self, i: int, key: str, encoded: bytes) -> None:

@@ -22,6 +22,7 @@ import logging
 import re
 from bisect import bisect_left
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, ValidationInfo, field_validator
@@ -653,7 +654,7 @@ class RedactionProcessor(SimpleProcessor):
                             r.log_record(item, True)
                 continue
             # the items holding a candidate, found from the candidates (few) rather than from the items (many)
-            starts = [s for s, _ in items]
+            starts = list(map(_first, items))
             hit: list[int] = []
             last = -1
             for t in ends:
@@ -694,6 +695,7 @@ class RedactionProcessor(SimpleProcessor):
 
 
 _fields = genai.wire_fields
+_first = itemgetter(0)
 
 
 def _has(offsets: list[int], s: int, e: int) -> bool:

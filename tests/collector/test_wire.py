@@ -12,7 +12,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from bench.llm_spans import make_request
 from collector import genai
 from collector.pdata import Batch, Signal, anyvalue_to_python, python_to_anyvalue
-from collector.wire import TraceWire, encode_attribute, varint
+from collector.wire import TraceWire, encode_attribute, iter_fields, varint
 
 
 @pytest.fixture(params=["native", "python"])
@@ -309,6 +309,7 @@ def test_native_functions_take_mutated_bytes_without_failing() -> None:
     spans = TraceWire(base).spans
     keys = genai._KEY_LIST
     rng = random.Random(11)
+    compared = 0
     for _ in range(500):
         b = bytearray(base)
         for _k in range(rng.randint(1, 8)):
@@ -320,8 +321,21 @@ def test_native_functions_take_mutated_bytes_without_failing() -> None:
             _wirec.scope_layout(data, rng.randrange(len(data)), len(data), [])
         except ValueError:
             pass
+        o, s, e = spans[rng.randrange(len(spans))]
+        try:
+            native = _wirec.length_fields(data, s, e)
+        except ValueError:
+            native = None
+        try:
+            walked = [(f, vs, ve) for f, s2, vs, ve in iter_fields(data, s, e) if data[s2] & 7 == 2]
+        except (ValueError, IndexError):
+            walked = None
+        if native is not None and walked is not None:
+            assert native == walked
+            compared += 1
         extra = {i: {"k": bytes(rng.randrange(300))} for i in range(0, len(spans), 3)}
         out = _wirec.render_spans(data, spans, 0, len(spans), extra)
         assert len(out) == sum(e - o for o, _s, e in spans) + sum(
             len(varint(e - s + len(extra[i]["k"]))) - (s - o - 1) + len(extra[i]["k"])
             for i, (o, s, e) in enumerate(spans) if i in extra)
+    assert compared > 300
