@@ -229,6 +229,23 @@ static int take_attribute(const unsigned char *b, Py_ssize_t s, Py_ssize_t e, co
     return rc == 0;
 }
 
+/* (tag, start, end) of span `i` of the list `spans`, checked to lie in order inside data of `size` bytes;
+ * 0 with an error set when it does not. */
+static int span_range(PyObject *spans, Py_ssize_t i, Py_ssize_t size, Py_ssize_t r[3]) {
+    PyObject *rg = PyList_GET_ITEM(spans, i);
+    if (!PyTuple_Check(rg) || PyTuple_GET_SIZE(rg) != 3) {
+        PyErr_SetString(PyExc_TypeError, "spans must be (tag, start, end) tuples");
+        return 0;
+    }
+    for (int j = 0; j < 3; j++) r[j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, j));
+    if (PyErr_Occurred()) return 0;
+    if (r[0] < 0 || r[0] > r[1] || r[1] > r[2] || r[2] > size) {
+        PyErr_SetString(PyExc_ValueError, "span range outside the data");
+        return 0;
+    }
+    return 1;
+}
+
 static PyObject *span_values(PyObject *self, PyObject *args) {
     PyObject *data, *spans, *keys, *fallback;
     if (!PyArg_ParseTuple(args, "SO!O!O:span_values", &data, &PyList_Type, &spans, &PyTuple_Type, &keys, &fallback))
@@ -252,19 +269,9 @@ static PyObject *span_values(PyObject *self, PyObject *args) {
         PyObject *d = PyDict_New();
         if (d == NULL) goto fail;
         PyList_SET_ITEM(result, i, d);
-        PyObject *rg = PyList_GET_ITEM(spans, i);
-        if (!PyTuple_Check(rg) || PyTuple_GET_SIZE(rg) != 3) {
-            PyErr_SetString(PyExc_TypeError, "span_values: spans must be (tag, start, end) tuples");
-            goto fail;
-        }
-        Py_ssize_t s = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, 1));
-        Py_ssize_t e = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, 2));
-        if (PyErr_Occurred()) goto fail;
-        if (s < 0 || e > size || s > e) {
-            PyErr_SetString(PyExc_ValueError, "span_values: span range outside the data");
-            goto fail;
-        }
-        Py_ssize_t pos = s;
+        Py_ssize_t r[3];
+        if (!span_range(spans, i, size, r)) goto fail;
+        Py_ssize_t pos = r[1], e = r[2];
         while (pos < e) {
             uint64_t tag, len;
             if (!read_varint(b, &pos, e, &tag)) break;
@@ -313,19 +320,9 @@ static PyObject *span_fields(PyObject *self, PyObject *args) {
     PyObject *tids = PyList_New(n), *codes = PyList_New(n), *starts = PyList_New(n), *ends = PyList_New(n);
     if (tids == NULL || codes == NULL || starts == NULL || ends == NULL) goto fail;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *rg = PyList_GET_ITEM(spans, i);
-        if (!PyTuple_Check(rg) || PyTuple_GET_SIZE(rg) != 3) {
-            PyErr_SetString(PyExc_TypeError, "span_fields: spans must be (tag, start, end) tuples");
-            goto fail;
-        }
-        Py_ssize_t s = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, 1));
-        Py_ssize_t e = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, 2));
-        if (PyErr_Occurred()) goto fail;
-        if (s < 0 || e > size || s > e) {
-            PyErr_SetString(PyExc_ValueError, "span_fields: span range outside the data");
-            goto fail;
-        }
-        Py_ssize_t pos = s, tid_at = 0, tid_len = 0;
+        Py_ssize_t r[3];
+        if (!span_range(spans, i, size, r)) goto fail;
+        Py_ssize_t pos = r[1], e = r[2], tid_at = 0, tid_len = 0;
         uint64_t code = 0, start = 0, end = 0;
         while (pos < e) {
             uint64_t tag, len;
@@ -429,17 +426,7 @@ static PyObject *render_spans(PyObject *self, PyObject *args) {
     }
     Py_ssize_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *rg = PyList_GET_ITEM(spans, first + i);
-        if (!PyTuple_Check(rg) || PyTuple_GET_SIZE(rg) != 3) {
-            PyErr_SetString(PyExc_TypeError, "render_spans: spans must be (tag, start, end) tuples");
-            goto done;
-        }
-        for (int j = 0; j < 3; j++) o[3 * i + j] = PyLong_AsSsize_t(PyTuple_GET_ITEM(rg, j));
-        if (PyErr_Occurred()) goto done;
-        if (o[3 * i] < 0 || o[3 * i] > o[3 * i + 1] || o[3 * i + 1] > o[3 * i + 2] || o[3 * i + 2] > size) {
-            PyErr_SetString(PyExc_ValueError, "render_spans: span range outside the data");
-            goto done;
-        }
+        if (!span_range(spans, first + i, size, o + 3 * i)) goto done;
         if (ex[i] == NULL) {
             total += o[3 * i + 2] - o[3 * i];
             continue;
@@ -486,42 +473,48 @@ done:
     return out;
 }
 
+/* The bytes of `data`, after checking that data[start:end] is inside them; NULL with an error if not. */
+static const unsigned char *range_of(PyObject *data, Py_ssize_t start, Py_ssize_t end) {
+    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end) {
+        PyErr_SetString(PyExc_ValueError, "range outside the data");
+        return NULL;
+    }
+    return (const unsigned char *)PyBytes_AS_STRING(data);
+}
+
+/* Append `item` (a new reference, or NULL after an error) to `list`, taking the reference; 0 on error. */
+static int append_new(PyObject *list, PyObject *item) {
+    if (item == NULL) return 0;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc == 0;
+}
+
 static PyObject *scope_layout(PyObject *self, PyObject *args) {
     PyObject *data, *spans;
     Py_ssize_t start, end;
     if (!PyArg_ParseTuple(args, "SnnO!:scope_layout", &data, &start, &end, &PyList_Type, &spans)) return NULL;
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
-    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end) {
-        PyErr_SetString(PyExc_ValueError, "scope_layout: range outside the data");
-        return NULL;
-    }
-    PyObject *others = PyList_New(0);
+    const unsigned char *b = range_of(data, start, end);
+    PyObject *others = b == NULL ? NULL : PyList_New(0);
     if (others == NULL) return NULL;
     Py_ssize_t pos = start;
     while (pos < end) {
         Py_ssize_t at = pos;
         uint64_t tag, len;
         if (!read_varint(b, &pos, end, &tag)) goto truncated;
-        unsigned wt = (unsigned)(tag & 7);
-        PyObject *item;
         if (tag == ((2 << 3) | 2)) { /* a span */
             if (!read_varint(b, &pos, end, &len) || len > (uint64_t)(end - pos)) goto truncated;
-            item = Py_BuildValue("(nnn)", at, pos, pos + (Py_ssize_t)len);
             pos += (Py_ssize_t)len;
-            if (item == NULL || PyList_Append(spans, item) < 0) goto fail_item;
+            if (!append_new(spans, Py_BuildValue("(nnn)", at, pos - (Py_ssize_t)len, pos))) goto fail;
         } else {
-            if (!skip_field(b, &pos, end, wt)) goto truncated;
-            item = Py_BuildValue("(nn)", at, pos);
-            if (item == NULL || PyList_Append(others, item) < 0) goto fail_item;
+            if (!skip_field(b, &pos, end, (unsigned)(tag & 7))) goto truncated;
+            if (!append_new(others, Py_BuildValue("(nn)", at, pos))) goto fail;
         }
-        Py_DECREF(item);
-        continue;
-    fail_item:
-        Py_XDECREF(item);
-        Py_DECREF(others);
-        return NULL;
     }
     return others;
+fail:
+    Py_DECREF(others);
+    return NULL;
 truncated:
     Py_DECREF(others);
     PyErr_SetString(PyExc_ValueError, "truncated message");
@@ -532,12 +525,8 @@ static PyObject *length_fields(PyObject *self, PyObject *args) {
     PyObject *data;
     Py_ssize_t start, end;
     if (!PyArg_ParseTuple(args, "Snn:length_fields", &data, &start, &end)) return NULL;
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
-    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end) {
-        PyErr_SetString(PyExc_ValueError, "length_fields: range outside the data");
-        return NULL;
-    }
-    PyObject *out = PyList_New(0);
+    const unsigned char *b = range_of(data, start, end);
+    PyObject *out = b == NULL ? NULL : PyList_New(0);
     if (out == NULL) return NULL;
     Py_ssize_t pos = start;
     while (pos < end) {
@@ -548,14 +537,11 @@ static PyObject *length_fields(PyObject *self, PyObject *args) {
             continue;
         }
         if (!read_varint(b, &pos, end, &len) || len > (uint64_t)(end - pos)) goto truncated;
-        PyObject *item = Py_BuildValue("(Knn)", (unsigned long long)(tag >> 3), pos, pos + (Py_ssize_t)len);
         pos += (Py_ssize_t)len;
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
+        if (!append_new(out, Py_BuildValue("(Knn)", (unsigned long long)(tag >> 3), pos - (Py_ssize_t)len, pos))) {
             Py_DECREF(out);
             return NULL;
         }
-        Py_DECREF(item);
     }
     return out;
 truncated:
