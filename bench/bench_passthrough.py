@@ -10,6 +10,9 @@ them as they are). Prints, never asserts. Targets: >= 150,000 spans per collecto
 compression, >= 40,000 with gzip, peak RSS < 150 MB (issue 2); >= 60,000 for the chain (issue 4).
 
     python -m bench.bench_passthrough --seconds 10 --pin
+
+``--profile PREFIX`` records the collector with py-spy; ``BENCH_EXTRA_PATH=DIR`` puts DIR on the collector's
+PYTHONPATH after the project (e.g. a ``sitecustomize.py`` that logs garbage-collection times).
 """
 
 from __future__ import annotations
