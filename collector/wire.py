@@ -168,8 +168,8 @@ class TraceWire:
     ``collector.genai.wire_values``: per span, the Python values of the attribute keys the processors asked
     for; ``ranges`` caches where some of those attributes are in ``data`` (for writers replacing them)."""
 
-    __slots__ = ("_fields", "_head", "_lean", "_resources", "_spans", "cut", "data", "dropped", "extra", "ranges", "res_body",
-                 "values")
+    __slots__ = ("_fields", "_head", "_lean", "_resources", "_spans", "cut", "data", "dropped", "extra", "ranges",
+                 "res_body", "values")
 
     def __init__(self, data: bytes, lazy: bool = False) -> None:
         self.data = data

@@ -331,9 +331,8 @@ class CostProcessor(SimpleProcessor):
                     continue
                 model = str(model)
                 found = lookup(model)
-                if found is None:
-                    if req_model is not None and str(req_model) != model:
-                        found = lookup(str(req_model))
+                if found is None and req_model is not None and str(req_model) != model:
+                    found = lookup(str(req_model))
                 if found is None:
                     if not append(tw, i, {w_unknown: _UNKNOWN_TRUE}, {w_unknown: True}):
                         put(tw, i, w_unknown, True)

@@ -302,8 +302,8 @@ class Trace:
 
     __slots__ = ("_attrs", "frags", "tid")
 
-    def __init__(self, tid: bytes, first: tuple[_Held, dict[str, Any] | None, _Fields, int, tuple[int, ...]] | None = None,
-                 ) -> None:
+    def __init__(self, tid: bytes,
+                 first: tuple[_Held, dict[str, Any] | None, _Fields, int, tuple[int, ...]] | None = None) -> None:
         self.tid = tid
         # per fragment (the spans of the trace in one scope of one held request): (held request, the
         # resource's values of the policies' keys, the scope's span fields, scope ordinal, span indexes)
@@ -963,8 +963,8 @@ class TailSampler:
                              all_starts[first:last] if times else None,
                              all_ends[first:last] if times else None)
                 tids = all_tids[first:last]
-                # span positions per trace, as tuples: shared 1-tuples here (no allocation), and tuples of ints
-                # leave the garbage collector's lists, which would walk them at every collection while held
+                # span positions per trace, as tuples: shared 1-tuples here (no allocation), and tuples of
+                # ints leave the garbage collector's lists, which would walk them at every collection while held
                 groups: dict[bytes, tuple[int, ...]] = dict(zip(tids, _singles(len(tids))))
                 if len(groups) != len(tids):  # a trace with several spans in the scope
                     many: dict[bytes, list[int]] = {}

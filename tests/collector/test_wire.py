@@ -214,7 +214,7 @@ async def test_redaction_without_candidates_leaves_the_bytes() -> None:
 def _kv_bytes(key: bytes, any_value: bytes | None) -> bytes:
     """A span attribute (Span field 9) with raw KeyValue contents, for encodings a producer may send that
     python_to_anyvalue never writes."""
-    kv = b"\x0a" + bytes([len(key)]) + key if len(key) < 128 else b"\x0a" + bytes([len(key) & 0x7F | 0x80, len(key) >> 7]) + key
+    kv = b"\x0a" + varint(len(key)) + key
     if any_value is not None:
         kv += b"\x12" + bytes([len(any_value)]) + any_value
     return b"\x4a" + bytes([len(kv)]) + kv
@@ -230,11 +230,13 @@ def test_native_walk_reads_what_the_python_walk_reads() -> None:
             "arr", "empty", "twice", "bad.utf8", "neg", "modèle", long_key)
     genai.want(*keys)
     spans = []
-    for k, val in enumerate(["gpt-4o", 7, -3, 2**62, 1.5, True, False, [1, "a"], {"k": "v"}, b"\x00\x01", "é" * 200]):
+    kinds = ["gpt-4o", 7, -3, 2**62, 1.5, True, False, [1, "a"], {"k": "v"}, b"\x00\x01", "é" * 200]
+    for k, val in enumerate(kinds):
         sp = Span(trace_id=bytes([k + 1]) * 16, span_id=bytes([k + 1]) * 8, name=f"s{k}")
         for key in ("gen_ai.request.model", "arr", "modèle", long_key, "other.key"):
             python_to_anyvalue(val, sp.attributes.add(key=key).value)
-        sp.events.add(name="e").attributes.add(key="tenant.id").value.string_value = "event attribute, not the span's"
+        ev = sp.events.add(name="e")
+        ev.attributes.add(key="tenant.id").value.string_value = "an event's attribute, not the span's"
         spans.append(sp.SerializeToString())
     quoted = _kv_bytes(b"tenant.id", b"\x0a\x03bad")  # an attribute's encoding quoted inside a string value
     spans += [
@@ -255,7 +257,7 @@ def test_native_walk_reads_what_the_python_walk_reads() -> None:
     # (the Python walk parses each attribute, so it refuses bad UTF-8: a request with it never gets here)
     walked = [genai._walk_values(tw.data[s:e])[0] for k, (_o, s, e) in enumerate(tw.spans) if k != 14]
     assert native[:14] + native[15:] == walked
-    assert native[0] == {"gen_ai.request.model": "gpt-4o", "arr": "gpt-4o", "modèle": "gpt-4o", long_key: "gpt-4o"}
+    assert native[0] == dict.fromkeys(("gen_ai.request.model", "arr", "modèle", long_key), "gpt-4o")
     assert native[7]["arr"] == [1, "a"] and native[8]["arr"] == {"k": "v"}
     assert [native[k]["arr"] for k in (1, 2, 3, 5, 6, 9)] == [7, -3, 2**62, True, False, b"\x00\x01"]
     assert native[11] == {"empty": None, "flag": None}
@@ -296,7 +298,8 @@ def test_native_walk_shares_repeated_strings_and_keeps_distinct_ones() -> None:
     tw = TraceWire(req.SerializeToString())
     vals = genai.wire_values(tw)
     assert [v["tenant.id"] for v in vals] == [f"tenant-{k}" for k in range(1500)]
-    assert [v["gen_ai.request.model"] for v in vals] == ["gpt-4o" if k % 2 else "é-model" for k in range(1500)]
+    models = [v["gen_ai.request.model"] for v in vals]
+    assert models == ["gpt-4o" if k % 2 else "é-model" for k in range(1500)]
     assert vals[1]["gen_ai.request.model"] is vals[3]["gen_ai.request.model"]
 
 
@@ -321,7 +324,7 @@ def test_native_functions_take_mutated_bytes_without_failing() -> None:
             _wirec.scope_layout(data, rng.randrange(len(data)), len(data), [])
         except ValueError:
             pass
-        o, s, e = spans[rng.randrange(len(spans))]
+        _o, s, e = spans[rng.randrange(len(spans))]
         try:
             native = _wirec.length_fields(data, s, e)
         except ValueError:
