@@ -111,6 +111,22 @@ KINDS = tuple(DETECTORS)
 Match = tuple[int, int, str]  # start, end, kind
 
 
+def any_match(db: Any, data: bytes) -> bool:
+    """Does the Hyperscan database ``db`` match anywhere in ``data``? (The scan stops at the first match.)"""
+    hit = False
+
+    def cb(_i: int, _f: int, _t: int, _fl: int, _c: object) -> bool:
+        nonlocal hit
+        hit = True
+        return True
+
+    try:
+        db.scan(data, match_event_handler=cb)
+    except _hs.ScanTerminated:
+        pass
+    return hit
+
+
 class Finder:
     """Finds detector and user-pattern matches in strings, one Hyperscan scan per string."""
 
@@ -165,18 +181,7 @@ class Finder:
         provided there are no patterns Hyperscan could not take."""
         if self.db is None or self._always:
             return True
-        hit = False
-
-        def cb(_i: int, _f: int, _t: int, _fl: int, _c: object) -> bool:
-            nonlocal hit
-            hit = True
-            return True
-
-        try:
-            self.db.scan(data, match_event_handler=cb)
-        except _hs.ScanTerminated:
-            pass
-        return hit
+        return any_match(self.db, data)
 
     def find(self, s: str) -> list[Match]:
         """Non-overlapping matches, leftmost first (longest at a tie)."""

@@ -33,7 +33,7 @@ from collector.config import StrictModel
 from collector.pdata import Batch, Signal
 from collector.processorhelper import SimpleProcessor
 from collector.telemetry import RateLimitedLogger
-from processors._detect import DETECTORS, HAVE_HYPERSCAN, Finder
+from processors._detect import DETECTORS, HAVE_HYPERSCAN, Finder, any_match
 
 _hs: Any
 try:  # pragma: no cover
@@ -237,18 +237,7 @@ class Redactor:
             return True
         if self.keygate is None:
             return False
-        hit = False
-
-        def cb(*_a: Any) -> bool:
-            nonlocal hit
-            hit = True
-            return True
-
-        try:
-            self.keygate.scan(data, match_event_handler=cb)
-        except _hs.ScanTerminated:
-            pass
-        return hit
+        return any_match(self.keygate, data)
 
     # -- strings -------------------------------------------------------------------------------------------
     def redact_text(self, s: str, st: _Stats) -> str:
