@@ -48,6 +48,18 @@ class NatsAuthConfig(StrictModel):
     creds_file: str | None = None
 
 
+class NatsConnectionConfig(StrictModel):
+    """The settings the NATS exporter and receiver share: where the server is, the subjects and stream, how to
+    log in, and whether client metadata travels in message headers."""
+
+    url: str = "nats://localhost:4222"
+    subjects: SubjectsConfig = Field(default_factory=SubjectsConfig)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    auth: NatsAuthConfig = Field(default_factory=NatsAuthConfig)
+    connect_timeout: Duration = 2.0
+    include_metadata: bool = False
+
+
 async def connect(url: str, auth: NatsAuthConfig, connect_timeout: float, name: str,
                   log: logging.Logger) -> Any:
     """A connection that reconnects for ever once established."""

@@ -13,18 +13,13 @@ import asyncio
 import hashlib
 from typing import Any
 
-from pydantic import Field
-
 from collector.component import CreateSettings, Factory, Kind
-from collector.config import Duration
 from collector.errors import RetryableError
 from collector.exporterhelper import BaseExporter, ExporterConfig
 from collector.pdata import Batch, Signal
 from exporters._jetstream import (
     METADATA_PREFIX,
-    NatsAuthConfig,
-    StreamSettings,
-    SubjectsConfig,
+    NatsConnectionConfig,
     connect,
     ensure_stream,
 )
@@ -32,13 +27,8 @@ from exporters._jetstream import (
 __all__ = ["NatsExporter", "NatsExporterConfig"]
 
 
-class NatsExporterConfig(ExporterConfig):
-    url: str = "nats://localhost:4222"
-    subjects: SubjectsConfig = Field(default_factory=SubjectsConfig)
-    stream: StreamSettings = Field(default_factory=StreamSettings)
-    auth: NatsAuthConfig = Field(default_factory=NatsAuthConfig)
-    connect_timeout: Duration = 2.0
-    include_metadata: bool = False
+class NatsExporterConfig(ExporterConfig, NatsConnectionConfig):
+    """The delivery settings of every exporter and the NATS connection settings (shared with the receiver)."""
 
 
 class NatsExporter(BaseExporter):

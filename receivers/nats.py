@@ -19,14 +19,12 @@ from pydantic import Field
 
 from collector import telemetry as tm
 from collector.component import Consumer, CreateSettings, Factory, Kind
-from collector.config import Duration, StrictModel
+from collector.config import Duration
 from collector.errors import RefusedError
 from collector.pdata import Batch, Signal
 from exporters._jetstream import (
     METADATA_PREFIX,
-    NatsAuthConfig,
-    StreamSettings,
-    SubjectsConfig,
+    NatsConnectionConfig,
     connect,
     ensure_stream,
 )
@@ -34,19 +32,13 @@ from exporters._jetstream import (
 __all__ = ["NatsReceiver", "NatsReceiverConfig"]
 
 
-class NatsReceiverConfig(StrictModel):
-    url: str = "nats://localhost:4222"
-    subjects: SubjectsConfig = Field(default_factory=SubjectsConfig)
-    stream: StreamSettings = Field(default_factory=StreamSettings)
-    auth: NatsAuthConfig = Field(default_factory=NatsAuthConfig)
+class NatsReceiverConfig(NatsConnectionConfig):
     durable: str = Field(default="llm-collector", pattern=r"^[^.*>\s]+$")
     fetch_batch: int = Field(default=64, ge=1, le=10000)
     fetch_timeout: Duration = 1.0
     ack_wait: Duration = 30.0
     max_deliver: int = Field(default=-1, ge=-1)
     max_ack_pending: int = Field(default=1000, ge=1)
-    connect_timeout: Duration = 2.0
-    include_metadata: bool = False
 
 
 class NatsReceiver:
