@@ -162,18 +162,17 @@ class BudgetProcessor(SimpleProcessor):
         put = genai.wire_put
         wins = self._wins
         changed = False
-        i = -1
-        for rs in tw.lean().resource_spans:  # span times (the receiver's parse, or a lean one)
-            resource = rs.resource
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    i += 1
+        _tids, _codes, starts, ends = tw.span_fields()  # span times, read from the bytes
+        for r, (_others, scopes) in enumerate(tw.resources):
+            resource = tw.resource(r)
+            for _sc, first, n in scopes:
+                for i in range(first, first + n):
                     try:
                         v = values[i]
                         key = self._key_of(v, resource)
                         if key is None:
                             continue
-                        end = span.end_time_unix_nano or span.start_time_unix_nano or time.time_ns()
+                        end = ends[i] or starts[i] or time.time_ns()
                         day = end // 86_400_000_000_000
                         win = wins.get(day)
                         if win is None:
