@@ -586,10 +586,7 @@ try:  # pragma: no cover - depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
     _hs = None
-try:  # the native walk (collector/_wirec.c), built at install where a C compiler is at hand
-    from collector import _wirec
-except ImportError:  # pragma: no cover - depends on the install
-    _wirec = None  # type: ignore[assignment]
+from collector import wire as _wire  # its ``_wirec``: the native walk, None where it was not built
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
 _KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
@@ -643,9 +640,10 @@ _varint = read_varint
 
 def wire_fields(b: bytes, i: int, end: int) -> list[tuple[int, int, int]]:
     """(field number, value start, value end) of the length-delimited fields of one serialised message."""
-    if _wirec is not None:
+    native = _wire._wirec
+    if native is not None:
         try:
-            return _wirec.length_fields(b, i, end)
+            return native.length_fields(b, i, end)
         except ValueError:  # malformed, or a group (which the native walk does not take): the Python walk says
             pass
     return [(f, vs, ve) for f, s, vs, ve in iter_fields(b, i, end) if b[s] & 7 == 2]
@@ -902,6 +900,14 @@ _NO_VALUE = (None,)
 _EMPTY_VALUES = frozenset({None, ""})
 
 
+def _tuple_getter(items: tuple[Any, ...]) -> Any:
+    """``itemgetter(*items)``, giving a tuple for one item too (an itemgetter of one item gives it alone)."""
+    if len(items) == 1:
+        item = items[0]
+        return lambda c: (c[item],)
+    return itemgetter(*items)
+
+
 class FieldReader:
     """:func:`fields` for one set of ``ranks``, as a tuple of the fields ``order`` names (None where absent),
     faster on the spans of one producer: spans with the same keys (in the same order) share a plan of which
@@ -932,9 +938,7 @@ class FieldReader:
             names = tuple(best[f] for f in self.order if f in best)
             # the present keys' values in one call, then (None appended) put in ``order`` in another
             pos = [names.index(best[f]) if f in best else -1 for f in self.order]
-            arrange = itemgetter(*pos) if len(pos) > 1 else lambda t, p=pos[0]: (t[p],)
-            plan = (itemgetter(*names, *names) if len(names) == 1 else itemgetter(*names) if names else None,
-                    arrange)
+            plan = (_tuple_getter(names) if names else None, _tuple_getter(tuple(pos)))
             if len(self.rows) < 256:
                 self.rows[shape] = plan
         get, arrange = plan
@@ -946,7 +950,7 @@ class FieldReader:
         if not clean:  # an empty value: the next name of its field counts, as in fields()
             f = fields(values, self.ranks)
             return tuple(f.get(n) for n in self.order)
-        return arrange(got + _NO_VALUE)
+        return arrange(got + _NO_VALUE)  # type: ignore[no-any-return]
 
 
 def ranks_of(*field_names: str) -> dict[str, tuple[str, int]]:
@@ -1078,10 +1082,11 @@ __all__ += ["model_parameters"]
 
 
 # --- values of a TraceWire (collector/wire.py) --------------------------------------------------------------
-# The wire path of the processors: the keys they read or write are declared up front (:func:`want`), so one
-# Hyperscan scan of the serialised request finds just those (a scan for every known key costs twice as much,
-# most of it in Python callbacks for keys nobody reads). Per span, the values of the wanted keys it has; where
-# one of them is in the bytes is found when a processor replaces it (to cut it out).
+# The wire path of the processors: the keys they read or write are declared up front (:func:`want`), and the
+# native walk (collector/_wirec.c) reads just those from every span; without it, one Hyperscan scan of the
+# serialised request finds them (a scan for every known key costs twice as much, most of it in Python
+# callbacks for keys nobody reads). Per span, the values of the wanted keys it has; where one of them is in
+# the bytes is found when a processor replaces it (to cut it out).
 _WANTED: set[str] = set()
 _WANTED_LIST: tuple[str, ...] = ()
 _WANTED_DB: Any = None
@@ -1137,17 +1142,19 @@ def _walk_values(body: bytes) -> tuple[dict[str, Any], dict[str, tuple[int, int]
 def wire_values(tw: Any) -> list[dict[str, Any]]:
     """Per span of ``tw`` (a :class:`collector.wire.TraceWire`), ``{wanted key: Python value}`` of the span's
     own attributes; every wanted key the span has is listed (writers rely on it). Computed once per TraceWire
-    (one Hyperscan scan of the request for the wanted keys) and kept exact by :func:`wire_put`.
+    (the native walk of every span, or one Hyperscan scan of the request for the wanted keys) and kept exact
+    by :func:`wire_put`.
 
-    A limit shared with any reading of protobuf bytes that does not parse everything: the encoding of an
-    attribute quoted inside a string value (a prompt holding protobuf bytes) reads as an attribute of the
-    span too."""
+    A limit of the Hyperscan path only, shared with any reading of protobuf bytes that does not parse
+    everything: the encoding of an attribute quoted inside a string value (a prompt holding protobuf bytes)
+    reads as an attribute of the span too."""
     if tw.values is not None:
         return tw.values  # type: ignore[no-any-return]
     data = tw.data
     spans = tw.spans
-    if _wirec is not None and WIRE_VALUES:  # a full walk of every span, in C
-        tw.values = _wirec.span_values(data, spans, _WANTED_LIST, _decode_value)
+    native = _wire._wirec
+    if native is not None and WIRE_VALUES:  # a full walk of every span, in C
+        tw.values = native.span_values(data, spans, _WANTED_LIST, _decode_value)
         return tw.values  # type: ignore[no-any-return]
     n = len(spans)
     per: list[dict[str, Any]] = [{} for _ in range(n)]

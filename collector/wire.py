@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from collector.pdata import python_to_anyvalue
 
 try:  # the native walk (collector/_wirec.c), built at install where a C compiler is at hand
-    from collector import _wirec
+    from collector import _wirec as _wirec  # noqa: PLC0414 - re-exported: genai reads it here
 except ImportError:  # pragma: no cover - depends on the install
     _wirec = None  # type: ignore[assignment]
 

@@ -22,7 +22,6 @@ def walk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     from collector import wire
 
     if request.param == "python":
-        monkeypatch.setattr(genai, "_wirec", None)
         monkeypatch.setattr(wire, "_wirec", None)
     return str(request.param)
 
