@@ -404,15 +404,9 @@ class TraceWire:
                 sc_len = sum(e - s for s, e in sc_others)
                 if simple and _wirec is not None:  # only attributes appended (the common case): in C
                     body = _wirec.render_spans(b, spans, first, n, extra)
+                    parts.append(body)
                     sc_len += len(body)
-                    hd = b"\x12" + vi(sc_len)
-                    rs_parts.append(hd)
-                    rs_parts.extend(parts)
-                    rs_parts.append(body)
-                    rs_len += len(hd) + sc_len
-                    kept_any = True
-                    continue
-                if simple:  # only attributes appended: a shorter loop
+                elif simple:  # the same, in a shorter loop than the general one
                     append, extend = parts.append, parts.extend
                     for i in range(first, first + n):
                         o, s, e = spans[i]
@@ -428,6 +422,7 @@ class TraceWire:
                         append(mv[s:e])
                         extend(vals)
                         sc_len += len(hd) + ln
+                if simple:
                     hd = b"\x12" + vi(sc_len)
                     rs_parts.append(hd)
                     rs_parts.extend(parts)
