@@ -589,7 +589,6 @@ except ImportError:  # pragma: no cover
 from collector import wire as _wire  # its ``_wirec``: the native walk, None where it was not built
 
 _KEY_LIST: tuple[str, ...] = tuple(sorted(_INDEXED))
-_KEY_LEN: tuple[int, ...] = tuple(len(k.encode()) + 3 for k in _KEY_LIST)  # 0x0a, length, key, 0x12
 _unpack_d = _struct.Struct("<d").unpack_from
 _KEY_DB: Any = None
 _VCACHE: dict[int, tuple[Any, dict[int, tuple[Any, dict[str, Any]]]]] = {}
